@@ -1,0 +1,124 @@
+"""Architecture tables for the official SAM2 and DINOv2 releases, as transformers configs.
+
+The official checkpoints do not record their architecture, and some of it (attention heads, Hiera window
+sizes, global-attention blocks) cannot be read off tensor shapes. These tables hold those facts for every
+released size, keyed by what *can* be read off the shapes. ``"test-tiny"`` variants are tiny architectures
+used by the test-suite and by speed benchmarks with random weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import Dinov2Config, Dinov2WithRegistersConfig, Sam2Config
+
+
+@dataclass(frozen=True)
+class HieraSpec:
+    """What defines a Hiera trunk. ``embed_dim`` and ``blocks_per_stage`` are inferable from shapes."""
+
+    embed_dim: int
+    blocks_per_stage: tuple[int, ...]
+    heads: int  # heads of stage 0; doubled at every pooled stage
+    window_spec: tuple[int, ...]
+    global_blocks: tuple[int, ...]
+    pos_embed_bkg: tuple[int, int]
+
+
+# Official SAM2 / SAM2.1 image-encoder trunks (the two releases share these architectures).
+SAM2_VARIANTS: dict[str, HieraSpec] = {
+    "tiny": HieraSpec(96, (1, 2, 7, 2), 1, (8, 4, 14, 7), (5, 7, 9), (7, 7)),
+    "small": HieraSpec(96, (1, 2, 11, 2), 1, (8, 4, 14, 7), (7, 10, 13), (7, 7)),
+    "base_plus": HieraSpec(112, (2, 3, 16, 3), 2, (8, 4, 14, 7), (12, 16, 20), (14, 14)),
+    "large": HieraSpec(144, (2, 6, 36, 4), 2, (8, 4, 16, 8), (23, 33, 43), (7, 7)),
+    # Test-only: 5 blocks, global attention on the last block of stage 2 (never the first block of a pooled stage).
+    "test-tiny": HieraSpec(8, (1, 1, 2, 1), 1, (8, 4, 14, 7), (3,), (7, 7)),
+}
+
+# DINOv2 ViT sizes: name -> (hidden size, layers, heads, swiglu ffn). Heads are hidden/64 for every release.
+DINOV2_VARIANTS: dict[str, tuple[int, int, int, bool]] = {
+    "vits14": (384, 12, 6, False),
+    "vitb14": (768, 12, 12, False),
+    "vitl14": (1024, 24, 16, False),
+    "vitg14": (1536, 40, 24, True),
+    "test-tiny": (32, 2, 2, False),
+}
+
+
+def sam2_variant_for(embed_dim: int, blocks_per_stage: tuple[int, ...]) -> str | None:
+    """Name of the official variant with this trunk width and depth, or None."""
+    for name, spec in SAM2_VARIANTS.items():
+        if spec.embed_dim == embed_dim and spec.blocks_per_stage == tuple(blocks_per_stage):
+            return name
+    return None
+
+
+def sam2_config(
+    spec: HieraSpec | str,
+    *,
+    fpn_hidden_size: int = 256,
+    decoder_hidden_size: int | None = None,
+    decoder_mlp_dim: int = 2048,
+    decoder_heads: int = 8,
+    decoder_layers: int = 2,
+    iou_head_hidden_dim: int | None = None,
+) -> Sam2Config:
+    """A transformers ``Sam2Config`` for a Hiera trunk (a variant name or a :class:`HieraSpec`)."""
+    if isinstance(spec, str):
+        spec = SAM2_VARIANTS[spec]
+    n_stages = len(spec.blocks_per_stage)
+    dims = [spec.embed_dim * 2**i for i in range(n_stages)]
+    heads = [spec.heads * 2**i for i in range(n_stages)]
+    backbone = dict(
+        model_type="sam2_hiera_det_model",
+        hidden_size=spec.embed_dim,
+        num_attention_heads=spec.heads,
+        blocks_per_stage=list(spec.blocks_per_stage),
+        embed_dim_per_stage=dims,
+        num_attention_heads_per_stage=heads,
+        window_size_per_stage=list(spec.window_spec),
+        global_attention_blocks=list(spec.global_blocks),
+        window_positional_embedding_background_size=list(spec.pos_embed_bkg),
+    )
+    hidden = decoder_hidden_size or fpn_hidden_size
+    return Sam2Config(
+        vision_config=dict(
+            backbone_config=backbone,
+            backbone_channel_list=dims[::-1],
+            fpn_hidden_size=fpn_hidden_size,
+        ),
+        prompt_encoder_config=dict(hidden_size=hidden),
+        mask_decoder_config=dict(
+            hidden_size=hidden,
+            mlp_dim=decoder_mlp_dim,
+            num_attention_heads=decoder_heads,
+            num_hidden_layers=decoder_layers,
+            iou_head_hidden_dim=iou_head_hidden_dim or hidden,
+        ),
+    )
+
+
+def sam2_test_config() -> Sam2Config:
+    """The tiny SAM2 used by the tests: Hiera dims 8-64, FPN/decoder width 32."""
+    return sam2_config("test-tiny", fpn_hidden_size=32, decoder_mlp_dim=64, decoder_heads=2)
+
+
+def dinov2_config(
+    variant: str = "vitl14", *, num_register_tokens: int = 0, image_size: int = 518
+) -> Dinov2Config | Dinov2WithRegistersConfig:
+    """A transformers DINOv2 config for an official size (``vits14`` ... ``vitg14``) or ``test-tiny``."""
+    hidden, layers, heads, swiglu = DINOV2_VARIANTS[variant]
+    kwargs = dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        mlp_ratio=4,
+        image_size=image_size,
+        patch_size=14,
+        layerscale_value=1e-5,
+        use_swiglu_ffn=swiglu,
+        layer_norm_eps=1e-6,
+    )
+    if num_register_tokens:
+        return Dinov2WithRegistersConfig(num_register_tokens=num_register_tokens, **kwargs)
+    return Dinov2Config(**kwargs)
