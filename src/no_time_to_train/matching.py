@@ -1,0 +1,208 @@
+"""Target-side matching: prompts grid, proposal choice, mask features, scores, NMS, soft merging, top-k.
+
+Frames: the SAM frame is the target squashed to ``S``² (1024²); proposal logits live on the low-res grid
+``(h, w)`` = 256²; final masks are at the original ``(H, W)``. All functions are pure tensor code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def point_grid(points_per_side: int, image_size: int = 1024, mode: str = "border") -> torch.Tensor:
+    """Prompt points ``(n*n, 2)`` as pixel ``(x, y)`` in the SAM frame, x-major (the first n share x).
+
+    ``"border"`` (the paper): ``linspace(0, S-1, n) + 0.5`` in each axis, so the grid touches the borders
+    (SAM2's prompt encoder adds another 0.5). ``"centered"``: SAM's AMG grid ``(i + 0.5) / n * S``.
+    """
+    n = points_per_side
+    if mode == "border":
+        axis = torch.linspace(0, image_size - 1, n, dtype=torch.float64) + 0.5
+    else:
+        axis = (torch.arange(n, dtype=torch.float64) + 0.5) / n * image_size
+    xs = axis.repeat_interleave(n)
+    ys = axis.repeat(n)
+    return torch.stack([xs, ys], dim=1).float()
+
+
+def select_best_token(logits: torch.Tensor, iou: torch.Tensor, tokens: tuple[int, ...] = (1, 2, 3)):
+    """Per prompt, the mask whose predicted IoU is highest among ``tokens``.
+
+    logits: ``(B, 3, h, w)`` for mask tokens 1-3; iou: ``(B, 3)``. Returns ``(B, h, w)`` and ``(B,)``.
+    """
+    cols = torch.tensor([t - 1 for t in tokens], device=iou.device)
+    sub = iou[:, cols]
+    best = cols[sub.argmax(dim=1)]
+    rows = torch.arange(len(best), device=iou.device)
+    return logits[rows, best], iou[rows, best]
+
+
+@lru_cache(maxsize=8)
+def _linear_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """``(n_in, n_out)`` matrix of 1-D linear interpolation, align_corners=False (as F.interpolate)."""
+    eye = torch.eye(n_in, dtype=torch.float64)[:, None, :]
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0, :].float()
+
+
+def upsample_features(tokens: torch.Tensor, grid: int, size: int) -> torch.Tensor:
+    """Bilinear upsampling of patch tokens ``(grid*grid, D)`` to a ``(size*size, D)`` map (the paper's F~)."""
+    d = tokens.shape[1]
+    fmap = tokens.T.reshape(1, d, grid, grid)
+    up = F.interpolate(fmap, size=(size, size), mode="bilinear", align_corners=False)
+    return up[0].reshape(d, size * size).T
+
+
+def mask_embeddings(masks: torch.Tensor, tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """L2-normalised mean feature of each mask over the bilinearly upsampled patch-feature map.
+
+    masks: ``(N, h, w)`` bool on the low-res grid; tokens: ``(grid*grid, D)`` float patch tokens.
+    Upsampling is linear and separable, so ``sum_q B[q] up(T)[q] = (Ay B Ax^T) : T`` is computed with a
+    ``(grid, grid)`` weight per mask instead of materialising the ``(h*w, D)`` map; the result equals
+    pooling over the upsampled map up to float rounding. An empty mask gives a zero vector (score 0).
+    Returns ``(N, D)`` float32.
+    """
+    n, h, w = masks.shape
+    if n == 0:
+        return tokens.new_zeros(0, tokens.shape[1])
+    ay = _linear_weights(grid, h).to(tokens.device)  # (grid, h)
+    ax = _linear_weights(grid, w).to(tokens.device)  # (grid, w)
+    b = masks.to(tokens.dtype)
+    weights = ay @ b @ ax.T  # (N, grid, grid)
+    area = b.flatten(1).sum(dim=1).clamp(min=1.0)
+    emb = weights.flatten(1) @ tokens / area[:, None]
+    return F.normalize(emb, dim=1)
+
+
+def mask_embeddings_dense(masks: torch.Tensor, tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """Reference implementation of :func:`mask_embeddings`: pool over the materialised upsampled map."""
+    n, h, w = masks.shape
+    fmap = upsample_features(tokens, grid, h)  # assumes h == w, as SAM2's 256x256 grid
+    b = masks.flatten(1).to(tokens.dtype)
+    emb = b @ fmap / b.sum(dim=1).clamp(min=1.0)[:, None]
+    return F.normalize(emb, dim=1)
+
+
+def classify(embeddings: torch.Tensor, prototypes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clamped cosine to each prototype, one label per mask: scores ``(N,)``, labels ``(N,)``.
+
+    embeddings: ``(N, D)`` unit vectors (or zero); prototypes: ``(C, D)`` unit vectors.
+    """
+    sim = (embeddings @ prototypes.T).clamp(min=0.0)
+    scores, labels = sim.max(dim=1)
+    return scores, labels
+
+
+def mask_boxes_inclusive(masks: torch.Tensor) -> torch.Tensor:
+    """Tight boxes ``(N, 4)`` ``x0, y0, x1, y1`` with inclusive max pixel indices; empty -> zeros."""
+    n = masks.shape[0]
+    if n == 0:
+        return torch.zeros(0, 4)
+    rows = masks.any(dim=2)  # (N, h)
+    cols = masks.any(dim=1)  # (N, w)
+    h, w = masks.shape[1:]
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    y0 = torch.where(rows, ar_h, h).min(dim=1).values
+    y1 = torch.where(rows, ar_h, -1).max(dim=1).values
+    x0 = torch.where(cols, ar_w, w).min(dim=1).values
+    x1 = torch.where(cols, ar_w, -1).max(dim=1).values
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    boxes[~rows.any(dim=1)] = 0.0
+    return boxes
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU ``(N, M)`` of ``x0, y0, x1, y1`` boxes with area ``(x1-x0)*(y1-y0)`` (torchvision's)."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Class-aware greedy NMS; same result as torchvision's ``batched_nms``.
+
+    Returns the kept indices ``(K,)`` in descending score order (a stable sort breaks ties by index).
+    A box is suppressed when its IoU with a kept box of the same label is > ``threshold``; zero-area
+    boxes give NaN IoU and are never suppressed, as in torchvision.
+    """
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    b = boxes[order].double()
+    same = labels[order][:, None] == labels[order][None, :]
+    over = ((box_iou(b, b) > threshold) & same).cpu().numpy()
+    n = len(order)
+    suppressed = np.zeros(n, dtype=bool)
+    keep = []
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= over[i]
+    return order[torch.tensor(keep, dtype=torch.long)]
+
+
+def upsample_masks(
+    logits: torch.Tensor, size: tuple[int, int], threshold: float = 0.0, mode: str = "direct", chunk: int = 32
+) -> torch.Tensor:
+    """Low-res logits ``(n, h, w)`` -> bool masks ``(n, H, W)`` by bilinear upsampling then ``> threshold``.
+
+    ``"direct"``: one resize to ``(H, W)`` (the paper). ``"sam"``: via 1024² first, like SAM2's post-processing.
+    Processed ``chunk`` masks at a time to bound memory.
+    """
+    out = torch.zeros((logits.shape[0], *size), dtype=torch.bool, device=logits.device)
+    for s in range(0, logits.shape[0], chunk):
+        x = logits[s : s + chunk, None].float()
+        if mode == "sam":
+            x = F.interpolate(x, size=(1024, 1024), mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        out[s : s + chunk] = x[:, 0] > threshold
+    return out
+
+
+def mask_extents(masks: torch.Tensor) -> torch.Tensor:
+    """Pixel-extent boxes ``(n, 4)`` ``x0, y0, x1, y1`` with exclusive ``x1, y1``; empty -> zeros."""
+    boxes = mask_boxes_inclusive(masks)
+    nonempty = masks.flatten(1).any(dim=1)
+    boxes[nonempty, 2:] += 1
+    return boxes
+
+
+def soft_merge_decay(
+    masks: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, exponent: float = 0.5, chunk: int = 1 << 16
+) -> torch.Tensor:
+    """Semantic-aware soft-merging factors ``(n,)`` (METHOD.md 5.7).
+
+    masks: ``(n, H, W)`` bool in ranking order (earlier = higher rank); embeddings: ``(n, D)`` unit vectors;
+    labels: ``(n,)``. For mask i: ``IoS_i = max_{j < i, same label} |M_i & M_j| / |M_i| * max(0, e_i . e_j)``
+    and the factor is ``(1 - IoS_i) ** exponent`` (1 for the first mask of each label and for empty masks).
+    Intersections are exact pixel counts at full resolution, from one matrix product per label,
+    accumulated over pixel chunks.
+    """
+    n = masks.shape[0]
+    ios = torch.zeros(n, dtype=torch.float64, device=masks.device)
+    flat = masks.flatten(1)
+    for label in torch.unique(labels):
+        idx = torch.nonzero(labels == label).flatten()
+        if len(idx) < 2:
+            continue
+        m = flat[idx]
+        inter = torch.zeros(len(idx), len(idx), dtype=torch.float64, device=masks.device)
+        for s in range(0, m.shape[1], chunk):
+            part = m[:, s : s + chunk].float()
+            inter += (part @ part.T).double()
+        area = inter.diagonal().clone()
+        cos = (embeddings[idx] @ embeddings[idx].T).clamp(min=0).double()
+        ratio = torch.where(area[:, None] > 0, inter / area[:, None].clamp(min=1), torch.zeros_like(inter)) * cos
+        earlier = torch.ones_like(ratio, dtype=torch.bool).tril(diagonal=-1)  # j < i
+        ratio = torch.where(earlier, ratio, torch.zeros_like(ratio))
+        ios[idx] = ratio.max(dim=1).values
+    return (1.0 - ios).clamp(min=0.0).pow(exponent).float()

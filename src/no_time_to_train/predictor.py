@@ -1,0 +1,253 @@
+"""``ReferenceSegmenter``: the public object. Add references, save/load memory, predict(image) -> Detections."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .config import MethodConfig
+from .errors import InputError
+from .imageio import ImageLike, MaskLike, describe, load_image, load_mask
+from .matching import (
+    batched_nms,
+    classify,
+    mask_boxes_inclusive,
+    mask_embeddings,
+    mask_extents,
+    point_grid,
+    select_best_token,
+    soft_merge_decay,
+    upsample_masks,
+)
+from .memory import ReferenceMemory
+from .models.dinov2 import PatchEncoder
+from .models.sam2 import Sam2Segmenter, SamImageEmbedding
+from .references import encode_references, prepare_reference
+from .transforms import resize_for_encoder, squash_for_sam
+from .types import Detections
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class Proposals:
+    """SAM2 proposals that passed the IoU filter: logits ``(N, h, w)`` and predicted IoUs ``(N,)``."""
+
+    logits: torch.Tensor
+    iou: torch.Tensor
+
+
+class ReferenceSegmenter:
+    """Training-free reference-based instance segmentation.
+
+    sam2, encoder: a Meta checkpoint file, a Hugging Face directory, a hub id, or an already-built
+        transformers model; ``None`` picks the paper's models (SAM2 Hiera-L 2.0, DINOv2 ViT-L/14).
+        Models are loaded on first use: building a memory from masks never loads SAM2.
+    device, dtype: where and in which precision the models run (fp32 is the paper's setting).
+    config: the method's hyper-parameters (paper values by default).
+    """
+
+    def __init__(
+        self,
+        sam2: Any = None,
+        encoder: Any = None,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float32",
+        config: MethodConfig | None = None,
+        memory: str | os.PathLike | ReferenceMemory | None = None,
+    ):
+        self.config = config or MethodConfig()
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(dtype)
+        self._sam2_source, self._encoder_source = sam2, encoder
+        self._sam2: Sam2Segmenter | None = None
+        self._encoder: PatchEncoder | None = None
+        self.memory = ReferenceMemory(config=self.config.to_dict())
+        if isinstance(memory, ReferenceMemory):
+            self.memory = memory
+        elif memory is not None:
+            self.load_memory(memory)
+
+    # -- models ----------------------------------------------------------------------------------------
+    @property
+    def sam2(self) -> Sam2Segmenter:
+        if self._sam2 is None:
+            src = self._sam2_source
+            if isinstance(src, torch.nn.Module):
+                model = src.to(self.device, self.dtype)
+            else:
+                from .models.checkpoints import load_sam2
+
+                model = load_sam2(src, device=self.device, dtype=self.dtype)
+            self._sam2 = Sam2Segmenter(model)
+        return self._sam2
+
+    @property
+    def encoder(self) -> PatchEncoder:
+        if self._encoder is None:
+            src = self._encoder_source
+            if isinstance(src, torch.nn.Module):
+                model = src.to(self.device, self.dtype)
+            else:
+                from .models.checkpoints import load_encoder
+
+                model = load_encoder(src, device=self.device, dtype=self.dtype)
+            self._encoder = PatchEncoder(model)
+            self.memory.check_encoder(self._encoder.describe())
+        return self._encoder
+
+    # -- memory ----------------------------------------------------------------------------------------
+    @property
+    def categories(self) -> list[str]:
+        return self.memory.category_names
+
+    def add_reference(
+        self,
+        image: ImageLike,
+        mask: MaskLike | None = None,
+        *,
+        category: str,
+        category_id: int | None = None,
+        crop_box: Sequence[float] | None = None,
+        source: dict | None = None,
+    ) -> int:
+        """Add one reference instance of ``category`` and return its row in the memory.
+
+        image: path, PIL image or ``(H, W, 3)`` uint8 array. mask: ``(H, W)`` bool array or a mask file at the
+        image's resolution. crop_box: optional ``(x0, y0, x1, y1)`` to centre the context crop on (default:
+        the mask's tight box). source: free-form provenance stored in the memory (e.g. file name, ids).
+        """
+        return self.add_references([dict(image=image, mask=mask, category=category, category_id=category_id,
+                                         crop_box=crop_box, source=source)])[0]
+
+    def add_references(self, items: Sequence[dict], batch_size: int = 8) -> list[int]:
+        """Add many references at once (encoded in batches). Each item takes :meth:`add_reference`'s arguments."""
+        crops, meta = [], []
+        for item in items:
+            category = item.get("category")
+            if not isinstance(category, str) or not category.strip():
+                raise InputError("add_reference: category must be a non-empty string")
+            image_src = item["image"]
+            name = f"reference {describe(image_src)} ({category})"
+            image = load_image(image_src)
+            if item.get("mask") is None:
+                raise InputError(f"{name}: a mask is required")
+            mask = load_mask(item["mask"], image.shape[:2], name=f"mask of {name}")
+            crops.append(prepare_reference(image, mask, self.config, item.get("crop_box"), name=name))
+            src = dict(item.get("source") or {})
+            if isinstance(image_src, (str, os.PathLike)):
+                src.setdefault("image", str(image_src))
+            meta.append((category, item.get("category_id"), src))
+        vectors, weights = encode_references(self.encoder, crops, batch_size=batch_size)
+        self.memory.encoder = self.memory.encoder or self.encoder.describe()
+        rows = []
+        for (category, category_id, src), vec, w in zip(meta, vectors, weights):
+            self.memory.add(vec, float(w), category, category_id, **src)
+            rows.append(len(self.memory) - 1)
+        return rows
+
+    def remove_category(self, name: str) -> int:
+        """Remove a category and its references; returns how many references were removed."""
+        return self.memory.remove_category(name)
+
+    def save_memory(self, path: str | os.PathLike) -> Path:
+        self.memory.config = self.config.to_dict()
+        return self.memory.save(path)
+
+    def load_memory(self, path: str | os.PathLike) -> ReferenceMemory:
+        memory = ReferenceMemory.load(path)
+        if self._encoder is not None:
+            memory.check_encoder(self._encoder.describe())
+        self.memory = memory
+        return memory
+
+    # -- prediction stages (each one job; the benchmark times them separately) --------------------------
+    def encode_target(self, image: np.ndarray) -> tuple[SamImageEmbedding, torch.Tensor]:
+        """SAM2 embedding of the squashed image and DINOv2 tokens ``(G*G, D)`` of its 518² resize."""
+        cfg = self.config
+        t_sam = squash_for_sam(image, cfg.sam_image_size)
+        emb = self.sam2.encode(t_sam, cfg.add_no_memory_embedding)
+        tokens = self.encoder.patch_tokens(resize_for_encoder(t_sam, cfg.encoder_size)[None])[0]
+        return emb, tokens
+
+    def propose(self, emb: SamImageEmbedding) -> Proposals:
+        """Decode the point grid in batches; keep the best token per prompt if its predicted IoU passes."""
+        cfg = self.config
+        points = point_grid(cfg.points_per_side, cfg.sam_image_size, cfg.point_grid)
+        batch = self._point_batch_size()
+        kept_logits, kept_iou = [], []
+        for start in range(0, len(points), batch):  # every prompt, including a last partial batch
+            pts = points[start : start + batch, None, :]
+            logits, iou = self.sam2.decode(emb, pts, torch.ones(len(pts), 1, dtype=torch.int32))
+            logits, iou = select_best_token(logits.float(), iou.float(), cfg.multimask_tokens)
+            keep = iou > cfg.iou_threshold
+            kept_logits.append(logits[keep])
+            kept_iou.append(iou[keep])
+        return Proposals(torch.cat(kept_logits), torch.cat(kept_iou))
+
+    def _point_batch_size(self) -> int:
+        bs = self.config.point_batch_size
+        if bs != "auto":
+            return int(bs)
+        from .resources import auto_point_batch_size
+
+        return auto_point_batch_size(self.sam2, self.device)
+
+    def predict(self, image: ImageLike) -> Detections:
+        """Find every instance of the memory's categories in ``image`` (path, PIL image or array)."""
+        prototypes = self.memory.prototypes(self.config.prototype)
+        img = load_image(image)
+        emb, tokens = self.encode_target(img)
+        proposals = self.propose(emb)
+        return self.finish(proposals, tokens, prototypes, img.shape[:2])
+
+    def finish(self, proposals: Proposals, tokens: torch.Tensor, prototypes: torch.Tensor,
+               image_size: tuple[int, int]) -> Detections:
+        """Score, NMS, upsample survivors, soft-merge and keep the top detections."""
+        cfg = self.config
+        names, ids = self.memory.category_names, self.memory.category_ids
+        dev = tokens.device
+        grid = cfg.encoder_size // 14
+        masks_lr = proposals.logits.to(dev) > cfg.mask_threshold  # (N, h, w)
+        emb = mask_embeddings(masks_lr, tokens.float(), grid)
+        scores, labels = classify(emb, prototypes.to(dev))
+        rank = proposals.iou.to(dev) if cfg.nms_rank_by == "predicted_iou" else scores
+        keep = batched_nms(mask_boxes_inclusive(masks_lr).to(dev), rank, labels, cfg.nms_threshold)
+        keep = keep[: cfg.max_pre_merge]
+        keep = keep[scores[keep] > 0]
+        if len(keep) == 0:
+            return Detections.empty(image_size, names, category_ids=ids, box_convention=cfg.box_convention)
+        masks = upsample_masks(proposals.logits[keep].to(dev), image_size, cfg.mask_threshold, cfg.mask_upsampling)
+        scores, labels, emb = scores[keep], labels[keep], emb[keep]
+        if cfg.soft_merge:
+            scores = scores * soft_merge_decay(masks, emb, labels, cfg.merge_exponent)
+        order = torch.sort(scores, descending=True, stable=True).indices[: cfg.max_detections]
+        if cfg.score_threshold is not None:
+            order = order[scores[order] > cfg.score_threshold]
+        masks = masks[order]
+        return Detections(
+            masks=masks.cpu().numpy(),
+            boxes=mask_extents(masks).cpu().numpy().astype(np.float32),
+            scores=scores[order].cpu().numpy().astype(np.float32),
+            labels=labels[order].cpu().numpy().astype(np.int64),
+            category_names=list(names),
+            category_ids=list(ids),
+            box_convention=cfg.box_convention,
+        )

@@ -1,0 +1,146 @@
+"""``Detections``: the one result type every part of the library returns and accepts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from .errors import InputError
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """COCO RLE of an ``(H, W)`` bool mask, with ``counts`` as ``str`` (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """Inverse of :func:`encode_rle`: ``(H, W)`` bool."""
+    r = dict(rle)
+    if isinstance(r["counts"], str):
+        r["counts"] = r["counts"].encode("ascii")
+    return mask_utils.decode(r).astype(bool)
+
+
+def coco_box(box: Sequence[float], convention: str = "inclusive") -> list[float]:
+    """``(x0, y0, x1, y1)`` pixel-extent box (exclusive ``x1, y1``) -> COCO ``[x, y, w, h]``.
+
+    ``"inclusive"`` reproduces the paper: ``w = x_max - x_min`` with inclusive pixel indices, 1 px short of
+    the extent (METHOD.md 11.7). ``"exclusive"`` gives the true extent. An empty box stays ``[0, 0, 0, 0]``.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        return [0.0, 0.0, 0.0, 0.0]
+    short = 1.0 if convention == "inclusive" else 0.0
+    return [x0, y0, x1 - x0 - short, y1 - y0 - short]
+
+
+@dataclass
+class Detections:
+    """Instances found in one image (frame: original image pixels).
+
+    masks: ``(N, H, W)`` bool. boxes: ``(N, 4)`` float ``x0, y0, x1, y1``, the tight pixel extent of each
+    mask (``x1, y1`` exclusive; all zeros for an empty mask). scores: ``(N,)`` float, descending.
+    labels: ``(N,)`` int, indices into ``category_names``. ``category_ids`` (optional) maps each label index
+    to a dataset category id for COCO export. ``box_convention`` is used by :meth:`to_coco`.
+    """
+
+    masks: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    category_names: list[str]
+    category_ids: list[int | None] = field(default_factory=list)
+    box_convention: str = "inclusive"
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if not (len(self.masks) == len(self.boxes) == len(self.labels) == n):
+            raise ValueError("Detections: masks, boxes, scores and labels must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the image."""
+        return tuple(self.masks.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def names(self) -> list[str]:
+        """Category name of each detection."""
+        return [self.category_names[int(i)] for i in self.labels]
+
+    @classmethod
+    def empty(cls, image_size: tuple[int, int], category_names: list[str], **kwargs) -> "Detections":
+        h, w = image_size
+        return cls(
+            masks=np.zeros((0, h, w), bool),
+            boxes=np.zeros((0, 4), np.float32),
+            scores=np.zeros((0,), np.float32),
+            labels=np.zeros((0,), np.int64),
+            category_names=list(category_names),
+            **kwargs,
+        )
+
+    def __getitem__(self, index) -> "Detections":
+        """Select detections with an index array, a boolean array or a slice."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Detections(
+            masks=self.masks[index],
+            boxes=self.boxes[index],
+            scores=self.scores[index],
+            labels=self.labels[index],
+            category_names=self.category_names,
+            category_ids=self.category_ids,
+            box_convention=self.box_convention,
+        )
+
+    def filter(self, min_score: float) -> "Detections":
+        """Detections scoring strictly above ``min_score``."""
+        return self[self.scores > min_score]
+
+    def to_coco(
+        self,
+        image_id: int | str,
+        category_ids: Sequence[int] | Mapping[str, int] | None = None,
+    ) -> list[dict]:
+        """COCO result dicts ``{image_id, category_id, bbox, score, segmentation (RLE)}``.
+
+        ``category_ids``: a list indexed by label, or a ``{name: id}`` mapping; defaults to the memory's
+        ids (``self.category_ids``), else the label index itself.
+        """
+        ids = self._id_lookup(category_ids)
+        out = []
+        for mask, box, score, label in zip(self.masks, self.boxes, self.scores, self.labels):
+            out.append(
+                {
+                    "image_id": image_id,
+                    "category_id": ids[int(label)],
+                    "bbox": coco_box(box, self.box_convention),
+                    "score": float(score),
+                    "segmentation": encode_rle(mask),
+                }
+            )
+        return out
+
+    def _id_lookup(self, category_ids) -> list[int]:
+        names = self.category_names
+        if category_ids is None:
+            if self.category_ids and all(i is not None for i in self.category_ids):
+                return [int(i) for i in self.category_ids]  # type: ignore[arg-type]
+            return list(range(len(names)))
+        if isinstance(category_ids, Mapping):
+            missing = [n for n in names if n not in category_ids]
+            if missing:
+                raise InputError(f"to_coco: no category id given for {', '.join(missing)}")
+            return [int(category_ids[n]) for n in names]
+        ids = [int(i) for i in category_ids]
+        if len(ids) != len(names):
+            raise InputError(f"to_coco: {len(ids)} category ids given for {len(names)} categories ({', '.join(names)})")
+        return ids
