@@ -17,7 +17,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3) uint8`` -> ``(3, H, W) float32`` in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    arr = np.ascontiguousarray(image)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

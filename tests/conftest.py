@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny randomly-initialised SAM2 and DINOv2 models, the coco-mini data, no network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+COCO_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-mini"
+
+
+@pytest.fixture(scope="session")
+def coco_mini() -> Path:
+    if not COCO_MINI.is_dir():
+        pytest.fail(f"coco-mini not found at {COCO_MINI}; the repository expects ../shared beside it")
+    return COCO_MINI
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2():
+    from transformers import Sam2Model
+
+    from no_time_to_train.models.configs import sam2_test_config
+
+    torch.manual_seed(0)
+    return Sam2Model(sam2_test_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    from transformers import Dinov2Model
+
+    from no_time_to_train.models.configs import dinov2_config
+
+    torch.manual_seed(1)
+    return Dinov2Model(dinov2_config("test-tiny")).eval()
+
+
+@pytest.fixture
+def make_segmenter(tiny_sam2, tiny_encoder):
+    """Factory for a ReferenceSegmenter on the tiny models with a small prompt grid (fast on CPU)."""
+    from no_time_to_train import MethodConfig, ReferenceSegmenter
+
+    def make(**overrides):
+        cfg = MethodConfig(**{"points_per_side": 4, **overrides})
+        return ReferenceSegmenter(sam2=tiny_sam2, encoder=tiny_encoder, config=cfg)
+
+    return make
