@@ -35,6 +35,13 @@ SAM2_VARIANTS: dict[str, HieraSpec] = {
     "test-tiny": HieraSpec(8, (1, 1, 2, 1), 1, (8, 4, 14, 7), (3,), (7, 7)),
 }
 
+# Hiera window sizes assumed for a trunk that is not in SAM2_VARIANTS (stage 0 is read from the checkpoint).
+SAM2_DEFAULT_WINDOW_SPEC: tuple[int, ...] = (8, 4, 14, 7)
+
+# SAM2 mask-decoder attention heads by decoder width (not readable from shapes). 256 is every official release;
+# 32 is the test-suite's tiny decoder (``sam2_test_config``).
+SAM2_DECODER_HEADS: dict[int, int] = {256: 8, 32: 2}
+
 # DINOv2 ViT sizes: name -> (hidden size, layers, heads, swiglu ffn). Heads are hidden/64 for every release.
 DINOV2_VARIANTS: dict[str, tuple[int, int, int, bool]] = {
     "vits14": (384, 12, 6, False),
@@ -108,13 +115,30 @@ def dinov2_config(
 ) -> Dinov2Config | Dinov2WithRegistersConfig:
     """A transformers DINOv2 config for an official size (``vits14`` ... ``vitg14``) or ``test-tiny``."""
     hidden, layers, heads, swiglu = DINOV2_VARIANTS[variant]
+    return dinov2_config_for(
+        hidden, layers, heads, swiglu=swiglu, num_register_tokens=num_register_tokens, image_size=image_size
+    )
+
+
+def dinov2_config_for(
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    *,
+    swiglu: bool = False,
+    num_register_tokens: int = 0,
+    image_size: int = 518,
+    mlp_ratio: float = 4,
+    patch_size: int = 14,
+) -> Dinov2Config | Dinov2WithRegistersConfig:
+    """A transformers DINOv2 config from explicit sizes (a ``Dinov2WithRegistersConfig`` when registers > 0)."""
     kwargs = dict(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        mlp_ratio=4,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        mlp_ratio=mlp_ratio,
         image_size=image_size,
-        patch_size=14,
+        patch_size=patch_size,
         layerscale_value=1e-5,
         use_swiglu_ffn=swiglu,
         layer_norm_eps=1e-6,

@@ -1,0 +1,342 @@
+"""Loading SAM2 and DINOv2 weights: the one place where a model is chosen.
+
+:func:`load_sam2` and :func:`load_encoder` accept
+
+1. a Meta checkpoint file (``sam2_hiera_large.pt``, ``dinov2_vitl14_pretrain.pth`` ...), whose architecture is
+   inferred from tensor shapes and whose keys are renamed to transformers' names, loaded strictly;
+2. a local directory in Hugging Face format (``config.json`` + weights);
+3. a Hugging Face hub id (the defaults), loaded through the normal HF cache; for a SAM2 repo that only holds
+   Meta's ``.pt`` the file is downloaded and treated as in 1.
+
+Every failure raises :class:`~no_time_to_train.errors.CheckpointError` saying what was given and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from transformers import Dinov2Model, Dinov2WithRegistersModel, PreTrainedModel, Sam2Model
+
+from ..errors import CheckpointError
+from .dinov2_keys import flatten_chunks, dinov2_hf_to_meta, dinov2_meta_to_hf
+from .sam2_keys import sam2_hf_to_meta, sam2_meta_to_hf
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "DEFAULT_SAM2",
+    "dinov2_hf_to_meta",
+    "dinov2_meta_to_hf",
+    "load_encoder",
+    "load_sam2",
+    "sam2_hf_to_meta",
+    "sam2_meta_to_hf",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SAM2 = "facebook/sam2-hiera-large"  # the paper's SAM 2.0 Hiera-L
+DEFAULT_ENCODER = "facebook/dinov2-large"  # the paper's DINOv2 ViT-L/14 (no registers)
+
+SAM2_HINT = (
+    "Download https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt "
+    f"(or use the hub id {DEFAULT_SAM2} with internet access) and pass it with --sam2 PATH (Python: sam2=PATH)."
+)
+ENCODER_HINT = (
+    "Download https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth "
+    f"(or use the hub id {DEFAULT_ENCODER} with internet access) and pass it with --encoder PATH "
+    "(Python: encoder=PATH)."
+)
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pkl", ".tar")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_SAM2_TYPES = ("sam2", "sam2_video")
+_DINOV2_CLASSES = {"dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel}
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def _few(keys, n: int = 5) -> str:
+    keys = sorted(keys)
+    more = f" (and {len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip().splitlines()
+    text = text[0] if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_hub_id(text: str) -> bool:
+    return bool(_HUB_ID.match(text)) and ".." not in text and not text.lower().endswith(_WEIGHT_SUFFIXES)
+
+
+def _classify(source: str | os.PathLike | None, default: str, what: str, hint: str) -> tuple[str, str | Path]:
+    """("file" | "dir", Path) for a local path, ("hub", id) for a hub id; a missing local path raises."""
+    if source is None:
+        return "hub", default
+    if isinstance(source, os.PathLike):
+        path = Path(source).expanduser()
+    else:
+        text = str(source).strip()
+        path = Path(text).expanduser()
+        if not path.exists() and _is_hub_id(text):
+            return "hub", text
+    if path.is_dir():
+        return "dir", path
+    if path.is_file():
+        return "file", path
+    raise CheckpointError(f"{what} checkpoint file not found: {path}. {hint}")
+
+
+def _finish(model: PreTrainedModel, device, dtype) -> PreTrainedModel:
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _describe(sd: Mapping[str, torch.Tensor]) -> str:
+    """What a state dict looks like, for error messages."""
+    keys = list(sd)
+    if any(k.startswith(("image_encoder.trunk.", "sam_mask_decoder.")) for k in keys):
+        return "a Meta SAM2 checkpoint"
+    if any(k.startswith("image_encoder.blocks.") for k in keys):
+        return "a SAM (v1) checkpoint, which is not supported"
+    if any(k.startswith("vision_encoder.backbone.") for k in keys):
+        return "a transformers SAM2 state dict (pass the directory that holds it with its config.json)"
+    if "cls_token" in sd and any(".attn.qkv." in k for k in keys):
+        return "a Meta DINOv2 checkpoint"
+    if "embeddings.cls_token" in sd:
+        return "a transformers DINOv2 state dict (pass the directory that holds it with its config.json)"
+    return f"an unrecognised state dict (keys such as {_few(keys, 3)})"
+
+
+def _read_state_dict(path: Path, what: str, hint: str) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapped from ``{"model": ...}`` / ``{"teacher": ...}`` containers."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated, not a checkpoint, or unsafe pickle
+        raise CheckpointError(
+            f"cannot read {what} checkpoint {path}: not a readable PyTorch/safetensors file of tensors "
+            f"({type(exc).__name__}); it may be truncated or corrupt, download it again. {hint}"
+        ) from exc
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in ("model", "teacher", "state_dict", "module") if k in obj), None)
+            if isinstance(inner, Mapping):
+                obj = inner
+                continue
+        break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path} holds no {what} state dict. {hint}")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if len(tensors) != len(obj):
+        others = [str(k) for k in obj if k not in tensors]
+        raise CheckpointError(f"{path} is not a {what} state dict (non-tensor entries: {_few(others)}). {hint}")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def _instantiate(model_cls, config, hf_sd: dict[str, torch.Tensor], path: Path, device, dtype, meta_sd, to_meta):
+    """Build ``model_cls(config)`` without allocating random weights and fill it strictly from ``hf_sd``.
+
+    ``meta_sd``/``to_meta`` (the file's own keys and the inverse key map) name missing weights as in the file.
+    """
+    with torch.device("meta"):
+        model = model_cls(config)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in hf_sd]
+    if missing:
+        try:
+            missing = sorted(set(to_meta(expected)) - set(meta_sd)) or missing
+        except CheckpointError:
+            pass
+    unexpected = [k for k in hf_sd if k not in expected]
+    if missing or unexpected:
+        parts = [f"missing {len(missing)} weight(s): {_few(missing)}"] if missing else []
+        parts += [f"unexpected weight(s): {_few(unexpected)}"] if unexpected else []
+        raise CheckpointError(f"checkpoint {path} does not match the inferred architecture: " + "; ".join(parts))
+    bad = [f"{k} {tuple(hf_sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if v.shape != hf_sd[k].shape]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} has tensors of inconsistent shapes: {_few(bad, 3)}")
+    model.load_state_dict(hf_sd, strict=True, assign=True)
+    return _finish(model, device, dtype)
+
+
+def _load_hf(model_cls, source: str | Path, device, dtype, what: str):
+    """``from_pretrained`` with a strict check that no weight was left at its random initialisation."""
+    model, info = model_cls.from_pretrained(str(source), dtype=dtype, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = info.get("mismatched_keys") or []
+    if missing or mismatched:
+        detail = f"missing weights {_few(missing)}" if missing else f"mismatched shapes {_few(map(str, mismatched))}"
+        raise CheckpointError(f"{what} weights in {source} are incomplete: {detail}")
+    return _finish(model, device, dtype)
+
+
+def _dir_model_type(path: Path, what: str, hint: str) -> str:
+    config = path / "config.json"
+    if not config.is_file():
+        files = sorted(p.name for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+        extra = f" It holds {_few(files, 3)}: pass the checkpoint file itself." if files else ""
+        raise CheckpointError(f"{path} is not a Hugging Face {what} directory (no config.json).{extra} {hint}")
+    try:
+        return str(json.loads(config.read_text()).get("model_type", ""))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {config}: {_short(exc)}") from exc
+
+
+def _hub_model_type(repo_id: str) -> str:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(repo_id).model_type
+
+
+def _hub_failure(repo_id: str, exc: BaseException, what: str, hint: str) -> CheckpointError:
+    from huggingface_hub import constants
+
+    reason = "offline (HF_HUB_OFFLINE) and not in the local cache" if constants.HF_HUB_OFFLINE else _short(exc)
+    return CheckpointError(f"could not load {what} weights {repo_id!r} from the Hugging Face hub: {reason}. {hint}")
+
+
+# ----------------------------------------------------------------------------------------------------- SAM2
+def _sam2_from_file(path: Path, device, dtype) -> Sam2Model:
+    sd = _read_state_dict(path, "SAM2", SAM2_HINT)
+    if not any(k.startswith("image_encoder.trunk.") for k in sd):
+        raise CheckpointError(f"{path} is not a SAM2 checkpoint: it looks like {_describe(sd)}. {SAM2_HINT}")
+    try:
+        config, hf_sd = sam2_meta_to_hf(sd)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model = _instantiate(Sam2Model, config, hf_sd, path, device, dtype, sd, sam2_hf_to_meta)
+    bb = config.vision_config.backbone_config
+    logger.info("loaded SAM2 (Hiera dim %d, blocks %s) from %s", bb.hidden_size, bb.blocks_per_stage, path)
+    return model
+
+
+def _sam2_meta_filename(repo_id: str) -> str | None:
+    """Meta's file name in a SAM2 hub repo: ``facebook/sam2.1-hiera-base-plus`` -> ``sam2.1_hiera_base_plus.pt``."""
+    name = repo_id.rsplit("/", 1)[-1]
+    return name.replace("-", "_") + ".pt" if name.lower().startswith("sam2") else None
+
+
+def _sam2_from_hub(repo_id: str, device, dtype) -> Sam2Model:
+    try:
+        model_type = _hub_model_type(repo_id)
+    except Exception as exc:  # no transformers config, offline, not cached, unknown repo
+        meta_name = _sam2_meta_filename(repo_id)
+        if meta_name is None:
+            raise _hub_failure(repo_id, exc, "SAM2", SAM2_HINT) from exc
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(repo_id, meta_name)
+        except Exception as exc2:
+            raise _hub_failure(repo_id, exc, "SAM2", SAM2_HINT) from exc2
+        return _sam2_from_file(Path(path), device, dtype)
+    if model_type not in _SAM2_TYPES:
+        raise CheckpointError(f"hub repo {repo_id!r} holds a {model_type!r} model, not SAM2. {SAM2_HINT}")
+    try:
+        return _load_hf(Sam2Model, repo_id, device, dtype, "SAM2")
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise _hub_failure(repo_id, exc, "SAM2", SAM2_HINT) from exc
+
+
+def load_sam2(
+    source: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Sam2Model:
+    """Load SAM2 as a transformers ``Sam2Model``, in eval mode, on ``device``, in ``dtype``, frozen.
+
+    ``source`` is a Meta checkpoint file (``sam2_hiera_*.pt`` / ``sam2.1_hiera_*.pt``, architecture inferred
+    from shapes, video-only modules dropped), a Hugging Face directory, or a hub id; ``None`` means
+    :data:`DEFAULT_SAM2`. Raises CheckpointError when the weights are missing, unreadable or not SAM2.
+    """
+    kind, where = _classify(source, DEFAULT_SAM2, "SAM2", SAM2_HINT)
+    if kind == "file":
+        return _sam2_from_file(where, device, dtype)
+    if kind == "dir":
+        model_type = _dir_model_type(where, "SAM2", SAM2_HINT)
+        if model_type not in _SAM2_TYPES:
+            raise CheckpointError(
+                f"{where} holds a {model_type or 'unknown'!r} model (config.json model_type), not SAM2. {SAM2_HINT}"
+            )
+        try:
+            return _load_hf(Sam2Model, where, device, dtype, "SAM2")
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"cannot load SAM2 from {where}: {_short(exc)}") from exc
+    return _sam2_from_hub(where, device, dtype)
+
+
+# ----------------------------------------------------------------------------------------------------- DINOv2
+def _strip_backbone(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Teacher/student training checkpoints prefix the ViT with ``backbone.`` next to training-only heads."""
+    if any(k.startswith("backbone.") for k in sd):
+        return {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+    return sd
+
+
+def _encoder_from_file(path: Path, device, dtype):
+    sd = _strip_backbone(_read_state_dict(path, "DINOv2", ENCODER_HINT))
+    if "cls_token" not in sd or "patch_embed.proj.weight" not in sd:
+        raise CheckpointError(f"{path} is not a DINOv2 checkpoint: it looks like {_describe(sd)}. {ENCODER_HINT}")
+    try:
+        config, hf_sd = dinov2_meta_to_hf(sd)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model_cls = _DINOV2_CLASSES[config.model_type]
+    model = _instantiate(model_cls, config, hf_sd, path, device, dtype, flatten_chunks(sd), dinov2_hf_to_meta)
+    logger.info(
+        "loaded DINOv2 (hidden %d, %d layers, %d registers) from %s",
+        config.hidden_size, config.num_hidden_layers, getattr(config, "num_register_tokens", 0), path,
+    )
+    return model
+
+
+def load_encoder(
+    source: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Dinov2Model | Dinov2WithRegistersModel:
+    """Load the DINOv2 image encoder, in eval mode, on ``device``, in ``dtype``, frozen.
+
+    ``source`` is a Meta checkpoint file (``dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth``, a plain state dict or
+    one wrapped in ``{"teacher"|"model": ...}``), a Hugging Face directory, or a hub id; ``None`` means
+    :data:`DEFAULT_ENCODER`. Returns ``Dinov2WithRegistersModel`` for register checkpoints. Raises
+    CheckpointError when the weights are missing, unreadable or not DINOv2.
+    """
+    kind, where = _classify(source, DEFAULT_ENCODER, "DINOv2", ENCODER_HINT)
+    if kind == "file":
+        return _encoder_from_file(where, device, dtype)
+    if kind == "dir":
+        model_type = _dir_model_type(where, "DINOv2", ENCODER_HINT)
+    else:
+        try:
+            model_type = _hub_model_type(where)
+        except Exception as exc:
+            raise _hub_failure(where, exc, "DINOv2", ENCODER_HINT) from exc
+    if model_type not in _DINOV2_CLASSES:
+        raise CheckpointError(
+            f"{where} holds a {model_type or 'unknown'!r} model (config model_type), not DINOv2. {ENCODER_HINT}"
+        )
+    try:
+        return _load_hf(_DINOV2_CLASSES[model_type], where, device, dtype, "DINOv2")
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        if kind == "hub":
+            raise _hub_failure(where, exc, "DINOv2", ENCODER_HINT) from exc
+        raise CheckpointError(f"cannot load DINOv2 from {where}: {_short(exc)}") from exc

@@ -1,0 +1,354 @@
+"""Key map between Meta's SAM2 / SAM2.1 checkpoints and transformers' ``Sam2Model``.
+
+Meta's files (``sam2_hiera_*.pt``, ``sam2.1_hiera_*.pt``) hold ``{"model": state_dict}`` without any record of
+the architecture. :func:`sam2_meta_to_hf` renames the image-side keys to transformers' names and infers the
+``Sam2Config`` from tensor shapes; what shapes cannot tell (attention heads, Hiera windows, global-attention
+blocks) comes from :data:`~no_time_to_train.models.configs.SAM2_VARIANTS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+import torch
+from transformers import Sam2Config
+
+from ..errors import CheckpointError
+from .configs import (
+    SAM2_DECODER_HEADS,
+    SAM2_DEFAULT_WINDOW_SPEC,
+    SAM2_VARIANTS,
+    HieraSpec,
+    sam2_config,
+    sam2_variant_for,
+)
+
+logger = logging.getLogger(__name__)
+
+# Video-only modules of the Meta checkpoints: dropped, the image model has no use for them.
+SAM2_VIDEO_ONLY_PREFIXES = (
+    "memory_attention.",
+    "memory_encoder.",
+    "obj_ptr_proj.",
+    "obj_ptr_tpos_proj.",
+    "mask_downsample.",
+)
+SAM2_VIDEO_ONLY_KEYS = frozenset(
+    {"maskmem_tpos_enc", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial"}
+)
+
+_PE_META = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+_PE_HF = ("prompt_encoder.shared_embedding.positional_embedding", "shared_image_embedding.positional_embedding")
+_POINT_HF = "prompt_encoder.point_embed.weight"
+_POINT_META = re.compile(r"^sam_prompt_encoder\.point_embeddings\.(\d+)\.weight$")
+
+_WB = r"\.(weight|bias)$"
+_TRUNK, _BACKBONE = "image_encoder.trunk.", "vision_encoder.backbone."
+_DEC_META, _DEC_HF = "sam_mask_decoder.", "mask_decoder."
+_ATTN = r"(layers\.\d+\.(?:self_attn|cross_attn_token_to_image|cross_attn_image_to_token)|final_attn_token_to_image)"
+
+# One-to-one renames, Meta -> transformers, as (regex, replacement) applied to the whole key. MLPs whose
+# ``layers.{k}`` index depends on their depth are handled separately (see ``_MLP_META``).
+_META_TO_HF: list[tuple[str, str]] = [
+    (r"^image_encoder\.trunk\.(pos_embed|pos_embed_window)$", _BACKBONE + r"\1"),
+    (r"^image_encoder\.trunk\.patch_embed\.proj" + _WB, _BACKBONE + r"patch_embed.projection.\1"),
+    (r"^image_encoder\.trunk\.blocks\.(\d+)\.norm([12])" + _WB, _BACKBONE + r"blocks.\1.layer_norm\2.\3"),
+    (r"^image_encoder\.trunk\.blocks\.(\d+)\.(attn\.qkv|attn\.proj|proj)" + _WB, _BACKBONE + r"blocks.\1.\2.\3"),
+    (r"^image_encoder\.neck\.convs\.(\d+)\.conv" + _WB, r"vision_encoder.neck.convs.\1.\2"),
+    (r"^sam_prompt_encoder\.(not_a_point_embed|no_mask_embed)\.weight$", r"prompt_encoder.\1.weight"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.0" + _WB, r"prompt_encoder.mask_embed.conv1.\1"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.1" + _WB, r"prompt_encoder.mask_embed.layer_norm1.\1"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.3" + _WB, r"prompt_encoder.mask_embed.conv2.\1"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.4" + _WB, r"prompt_encoder.mask_embed.layer_norm2.\1"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.6" + _WB, r"prompt_encoder.mask_embed.conv3.\1"),
+    (r"^sam_mask_decoder\.(iou_token|mask_tokens|obj_score_token)\.weight$", _DEC_HF + r"\1.weight"),
+    (
+        r"^sam_mask_decoder\.transformer\." + _ATTN + r"\.(q_proj|k_proj|v_proj)" + _WB,
+        _DEC_HF + r"transformer.\1.\2.\3",
+    ),
+    (
+        r"^sam_mask_decoder\.transformer\." + _ATTN + r"\.out_proj" + _WB,
+        _DEC_HF + r"transformer.\1.o_proj.\2",
+    ),
+    (
+        r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.norm([1-4])" + _WB,
+        _DEC_HF + r"transformer.layers.\1.layer_norm\2.\3",
+    ),
+    (r"^sam_mask_decoder\.transformer\.norm_final_attn" + _WB, _DEC_HF + r"transformer.layer_norm_final_attn.\1"),
+    (r"^sam_mask_decoder\.output_upscaling\.0" + _WB, _DEC_HF + r"upscale_conv1.\1"),
+    (r"^sam_mask_decoder\.output_upscaling\.1" + _WB, _DEC_HF + r"upscale_layer_norm.\1"),
+    (r"^sam_mask_decoder\.output_upscaling\.3" + _WB, _DEC_HF + r"upscale_conv2.\1"),
+    (r"^sam_mask_decoder\.(conv_s0|conv_s1)" + _WB, _DEC_HF + r"\1.\2"),
+    (r"^no_mem_embed$", "no_memory_embedding"),
+]
+_META_TO_HF_RE = [(re.compile(p), r) for p, r in _META_TO_HF]
+
+# The same renames, transformers -> Meta.
+_HF_TO_META: list[tuple[str, str]] = [
+    (r"^vision_encoder\.backbone\.(pos_embed|pos_embed_window)$", _TRUNK + r"\1"),
+    (r"^vision_encoder\.backbone\.patch_embed\.projection" + _WB, _TRUNK + r"patch_embed.proj.\1"),
+    (r"^vision_encoder\.backbone\.blocks\.(\d+)\.layer_norm([12])" + _WB, _TRUNK + r"blocks.\1.norm\2.\3"),
+    (r"^vision_encoder\.backbone\.blocks\.(\d+)\.(attn\.qkv|attn\.proj|proj)" + _WB, _TRUNK + r"blocks.\1.\2.\3"),
+    (r"^vision_encoder\.neck\.convs\.(\d+)" + _WB, r"image_encoder.neck.convs.\1.conv.\2"),
+    (r"^prompt_encoder\.(not_a_point_embed|no_mask_embed)\.weight$", r"sam_prompt_encoder.\1.weight"),
+    (r"^prompt_encoder\.mask_embed\.conv1" + _WB, r"sam_prompt_encoder.mask_downscaling.0.\1"),
+    (r"^prompt_encoder\.mask_embed\.layer_norm1" + _WB, r"sam_prompt_encoder.mask_downscaling.1.\1"),
+    (r"^prompt_encoder\.mask_embed\.conv2" + _WB, r"sam_prompt_encoder.mask_downscaling.3.\1"),
+    (r"^prompt_encoder\.mask_embed\.layer_norm2" + _WB, r"sam_prompt_encoder.mask_downscaling.4.\1"),
+    (r"^prompt_encoder\.mask_embed\.conv3" + _WB, r"sam_prompt_encoder.mask_downscaling.6.\1"),
+    (r"^mask_decoder\.(iou_token|mask_tokens|obj_score_token)\.weight$", _DEC_META + r"\1.weight"),
+    (
+        r"^mask_decoder\.transformer\." + _ATTN + r"\.(q_proj|k_proj|v_proj)" + _WB,
+        _DEC_META + r"transformer.\1.\2.\3",
+    ),
+    (
+        r"^mask_decoder\.transformer\." + _ATTN + r"\.o_proj" + _WB,
+        _DEC_META + r"transformer.\1.out_proj.\2",
+    ),
+    (
+        r"^mask_decoder\.transformer\.layers\.(\d+)\.layer_norm([1-4])" + _WB,
+        _DEC_META + r"transformer.layers.\1.norm\2.\3",
+    ),
+    (r"^mask_decoder\.transformer\.layer_norm_final_attn" + _WB, _DEC_META + r"transformer.norm_final_attn.\1"),
+    (r"^mask_decoder\.upscale_conv1" + _WB, _DEC_META + r"output_upscaling.0.\1"),
+    (r"^mask_decoder\.upscale_layer_norm" + _WB, _DEC_META + r"output_upscaling.1.\1"),
+    (r"^mask_decoder\.upscale_conv2" + _WB, _DEC_META + r"output_upscaling.3.\1"),
+    (r"^mask_decoder\.(conv_s0|conv_s1)" + _WB, _DEC_META + r"\1.\2"),
+    (r"^no_memory_embedding$", "no_mem_embed"),
+]
+_HF_TO_META_RE = [(re.compile(p), r) for p, r in _HF_TO_META]
+
+# Multi-layer perceptrons: Meta ``P.layers.{0..n-1}`` <-> transformers ``P.proj_in``, ``P.layers.{0..n-3}``,
+# ``P.proj_out``. Groups: (Meta MLP prefix, transformers MLP prefix).
+_MLP_META = re.compile(
+    r"^(image_encoder\.trunk\.blocks\.\d+\.mlp"
+    r"|sam_mask_decoder\.transformer\.layers\.\d+\.mlp"
+    r"|sam_mask_decoder\.output_hypernetworks_mlps\.\d+"
+    r"|sam_mask_decoder\.iou_prediction_head"
+    r"|sam_mask_decoder\.pred_obj_score_head)\.layers\.(\d+)" + _WB
+)
+_MLP_HF = re.compile(
+    r"^(vision_encoder\.backbone\.blocks\.\d+\.mlp"
+    r"|mask_decoder\.transformer\.layers\.\d+\.mlp"
+    r"|mask_decoder\.output_hypernetworks_mlps\.\d+"
+    r"|mask_decoder\.iou_prediction_head"
+    r"|mask_decoder\.pred_obj_score_head)\.(proj_in|proj_out|layers\.\d+)" + _WB
+)
+
+
+def _mlp_prefix_meta_to_hf(prefix: str) -> str:
+    if prefix.startswith(_TRUNK):
+        return _BACKBONE + prefix[len(_TRUNK) :]
+    return _DEC_HF + prefix[len(_DEC_META) :]
+
+
+def _mlp_prefix_hf_to_meta(prefix: str) -> str:
+    if prefix.startswith(_BACKBONE):
+        return _TRUNK + prefix[len(_BACKBONE) :]
+    return _DEC_META + prefix[len(_DEC_HF) :]
+
+
+def is_sam2_video_only_key(key: str) -> bool:
+    """Whether a Meta SAM2 key belongs to a video-only module (memory attention/encoder, object pointers...)."""
+    return key in SAM2_VIDEO_ONLY_KEYS or key.startswith(SAM2_VIDEO_ONLY_PREFIXES)
+
+
+def _few(keys, n: int = 5) -> str:
+    keys = sorted(keys)
+    more = f" (and {len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def _rename(key: str, table) -> str | None:
+    for pattern, repl in table:
+        if pattern.match(key):
+            return pattern.sub(repl, key)
+    return None
+
+
+def sam2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a Meta SAM2 state dict to transformers' ``Sam2Model`` keys (no config inference, no shape checks).
+
+    Video-only entries are dropped; any other key without a transformers counterpart raises CheckpointError.
+    """
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    points: dict[int, torch.Tensor] = {}
+    mlp_depth: dict[str, int] = {}
+    for key in state_dict:
+        m = _MLP_META.match(key)
+        if m:
+            mlp_depth[m.group(1)] = max(mlp_depth.get(m.group(1), 0), int(m.group(2)) + 1)
+    for key, value in state_dict.items():
+        if is_sam2_video_only_key(key):
+            continue
+        if key == _PE_META:
+            out[_PE_HF[0]] = value
+            out[_PE_HF[1]] = value.clone()  # two modules in transformers; independent tensors save cleanly
+            continue
+        m = _POINT_META.match(key)
+        if m:
+            points[int(m.group(1))] = value
+            continue
+        m = _MLP_META.match(key)
+        if m:
+            prefix, idx, kind = m.group(1), int(m.group(2)), m.group(3)
+            depth = mlp_depth[prefix]
+            name = "proj_in" if idx == 0 else "proj_out" if idx == depth - 1 else f"layers.{idx - 1}"
+            out[f"{_mlp_prefix_meta_to_hf(prefix)}.{name}.{kind}"] = value
+            continue
+        new = _rename(key, _META_TO_HF_RE)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise CheckpointError(
+            f"SAM2 checkpoint has {len(unknown)} key(s) that match no SAM2 image-model weight: {_few(unknown)}"
+        )
+    if points:
+        if sorted(points) != list(range(len(points))):
+            raise CheckpointError(f"SAM2 checkpoint has non-contiguous point embeddings {sorted(points)}")
+        out[_POINT_HF] = torch.cat([points[i].reshape(1, -1) for i in range(len(points))], dim=0)
+    return out
+
+
+def sam2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a transformers ``Sam2Model`` state dict to Meta's SAM2 key names (the official file layout).
+
+    The inverse of :func:`sam2_meta_to_hf` on image-side weights. The two positional-embedding copies of
+    transformers must hold the same values (Meta has one tensor); other unknown keys raise CheckpointError.
+    """
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    mlp_layers: dict[str, int] = {}
+    for key in state_dict:
+        m = _MLP_HF.match(key)
+        if m and m.group(2).startswith("layers."):
+            n = int(m.group(2).split(".")[1]) + 1
+            mlp_layers[m.group(1)] = max(mlp_layers.get(m.group(1), 0), n)
+    for key, value in state_dict.items():
+        if key in _PE_HF:
+            continue
+        if key == _POINT_HF:
+            for i in range(value.shape[0]):
+                out[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = value[i : i + 1].clone()
+            continue
+        m = _MLP_HF.match(key)
+        if m:
+            prefix, name, kind = m.groups()
+            depth = mlp_layers.get(prefix, 0) + 2
+            idx = 0 if name == "proj_in" else depth - 1 if name == "proj_out" else int(name.split(".")[1]) + 1
+            out[f"{_mlp_prefix_hf_to_meta(prefix)}.layers.{idx}.{kind}"] = value
+            continue
+        new = _rename(key, _HF_TO_META_RE)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise CheckpointError(f"transformers SAM2 state dict has keys with no Meta counterpart: {_few(unknown)}")
+    pe = [state_dict[k] for k in _PE_HF if k in state_dict]
+    if pe:
+        if len(pe) == 2 and not (pe[0].is_meta or pe[1].is_meta) and not torch.equal(pe[0], pe[1]):
+            raise CheckpointError(
+                f"{_PE_HF[0]} and {_PE_HF[1]} differ; a Meta checkpoint holds a single positional encoding"
+            )
+        out[_PE_META] = pe[0]
+    return out
+
+
+def _get(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    if key not in sd:
+        raise CheckpointError(f"not a SAM2 checkpoint: required key {key!r} is missing")
+    return sd[key]
+
+
+def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
+    regex = re.compile(pattern)
+    idx = {int(m.group(1)) for k in sd if (m := regex.match(k))}
+    return max(idx) + 1 if idx else 0
+
+
+def infer_sam2_config(state_dict: Mapping[str, torch.Tensor]) -> Sam2Config:
+    """Infer a ``Sam2Config`` from the tensor shapes of a Meta SAM2 state dict (never from a file name).
+
+    Readable from shapes: Hiera width, blocks per stage (where ``blocks.{i}.proj`` changes the width), MLP ratio,
+    pos-embed background size, stage-0 window, FPN width, mask-decoder width / MLP width / depth, IoU head,
+    mask-input channels. Attention heads, later windows and global-attention blocks come from
+    ``SAM2_VARIANTS``; for an unknown trunk they are assumed and a warning is logged.
+    """
+    patch = _get(state_dict, _TRUNK + "patch_embed.proj.weight")
+    embed_dim = int(patch.shape[0])
+    n_blocks = _count(state_dict, r"^image_encoder\.trunk\.blocks\.(\d+)\.")
+    if n_blocks == 0:
+        raise CheckpointError("not a SAM2 checkpoint: no image_encoder.trunk.blocks.* keys")
+    starts = [0] + [i for i in range(n_blocks) if f"{_TRUNK}blocks.{i}.proj.weight" in state_dict]
+    starts = sorted(set(starts))
+    blocks_per_stage = tuple(b - a for a, b in zip(starts, starts[1:] + [n_blocks]))
+    bkg = tuple(int(s) for s in _get(state_dict, _TRUNK + "pos_embed").shape[-2:])
+    window0 = int(_get(state_dict, _TRUNK + "pos_embed_window").shape[-1])
+    mlp_ratio = _get(state_dict, _TRUNK + "blocks.0.mlp.layers.0.weight").shape[0] / embed_dim
+    fpn = int(_get(state_dict, "image_encoder.neck.convs.0.conv.weight").shape[0])
+
+    variant = sam2_variant_for(embed_dim, blocks_per_stage)
+    if variant is not None:
+        known = SAM2_VARIANTS[variant]
+        spec = HieraSpec(
+            embed_dim, blocks_per_stage, known.heads, (window0, *known.window_spec[1:]), known.global_blocks, bkg
+        )
+    else:
+        n_stages = len(blocks_per_stage)
+        windows = list(SAM2_DEFAULT_WINDOW_SPEC[:n_stages])
+        windows += [SAM2_DEFAULT_WINDOW_SPEC[-1]] * (n_stages - len(windows))
+        windows[0] = window0
+        stage = min(2, n_stages - 1)
+        global_blocks = (sum(blocks_per_stage[: stage + 1]) - 1,)
+        spec = HieraSpec(embed_dim, blocks_per_stage, 1, tuple(windows), global_blocks, bkg)
+        logger.warning(
+            "SAM2 checkpoint has an unknown Hiera trunk (embed dim %d, blocks per stage %s); assuming "
+            "1 attention head doubled per stage, windows %s and global attention at block(s) %s",
+            embed_dim, list(blocks_per_stage), list(spec.window_spec), list(global_blocks),
+        )
+
+    dec = _DEC_META
+    hidden = int(_get(state_dict, dec + "iou_token.weight").shape[1])
+    mlp_dim = int(_get(state_dict, dec + "transformer.layers.0.mlp.layers.0.weight").shape[0])
+    layers = _count(state_dict, r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.")
+    iou_hidden = int(_get(state_dict, dec + "iou_prediction_head.layers.0.weight").shape[0])
+    iou_depth = _count(state_dict, r"^sam_mask_decoder\.iou_prediction_head\.layers\.(\d+)\.")
+    n_mask_tokens = int(_get(state_dict, dec + "mask_tokens.weight").shape[0])
+    cross_dim = int(_get(state_dict, dec + "transformer.layers.0.cross_attn_token_to_image.q_proj.weight").shape[0])
+    heads = SAM2_DECODER_HEADS.get(hidden)
+    if heads is None:
+        heads = 8
+        logger.warning("SAM2 mask decoder of width %d is not a known release; assuming 8 attention heads", hidden)
+    mask_in = int(_get(state_dict, "sam_prompt_encoder.mask_downscaling.3.weight").shape[0])
+
+    config = sam2_config(
+        spec,
+        fpn_hidden_size=fpn,
+        decoder_hidden_size=hidden,
+        decoder_mlp_dim=mlp_dim,
+        decoder_heads=heads,
+        decoder_layers=layers,
+        iou_head_hidden_dim=iou_hidden,
+    )
+    config.vision_config.backbone_config.mlp_ratio = float(mlp_ratio)
+    config.mask_decoder_config.iou_head_depth = iou_depth
+    config.mask_decoder_config.num_multimask_outputs = n_mask_tokens - 1
+    config.mask_decoder_config.attention_downsample_rate = max(1, hidden // cross_dim)
+    config.prompt_encoder_config.mask_input_channels = mask_in
+    config.prompt_encoder_config.num_point_embeddings = _count(state_dict, _POINT_META.pattern.replace("$", ""))
+    return config
+
+
+def sam2_meta_to_hf(state_dict: Mapping[str, torch.Tensor]) -> tuple[Sam2Config, dict[str, torch.Tensor]]:
+    """Convert a Meta SAM2/SAM2.1 state dict (the ``"model"`` entry of the official ``.pt``) for transformers.
+
+    Returns the ``Sam2Config`` inferred from shapes (:func:`infer_sam2_config`) and the state dict renamed to
+    ``Sam2Model`` keys. Video-only modules are dropped; unknown keys raise CheckpointError.
+    """
+    return infer_sam2_config(state_dict), sam2_meta_keys_to_hf(state_dict)
