@@ -138,7 +138,23 @@ class ReferenceSegmenter:
                                          crop_box=crop_box, source=source)])[0]
 
     def add_references(self, items: Sequence[dict], batch_size: int = 8) -> list[int]:
-        """Add many references at once (encoded in batches). Each item takes :meth:`add_reference`'s arguments."""
+        """Add many references at once (encoded in batches). Each item takes :meth:`add_reference`'s arguments.
+
+        All items are validated and encoded before the memory changes, so a bad item adds nothing.
+        """
+        vectors, weights, meta = self.encode_references(items, batch_size)
+        self.memory.encoder = self.memory.encoder or self.encoder.describe()
+        rows = []
+        for (category, category_id, src), vec, w in zip(meta, vectors, weights):
+            self.memory.add(vec, float(w), category, category_id, **src)
+            rows.append(len(self.memory) - 1)
+        return rows
+
+    def encode_references(self, items: Sequence[dict], batch_size: int = 8):
+        """Reference vectors without touching the memory.
+
+        Returns ``vectors (B, D)``, ``weights (B,)`` and per item ``(category, category_id, source)``.
+        """
         crops, meta = [], []
         for item in items:
             category = item.get("category")
@@ -156,12 +172,7 @@ class ReferenceSegmenter:
                 src.setdefault("image", str(image_src))
             meta.append((category, item.get("category_id"), src))
         vectors, weights = encode_references(self.encoder, crops, batch_size=batch_size)
-        self.memory.encoder = self.memory.encoder or self.encoder.describe()
-        rows = []
-        for (category, category_id, src), vec, w in zip(meta, vectors, weights):
-            self.memory.add(vec, float(w), category, category_id, **src)
-            rows.append(len(self.memory) - 1)
-        return rows
+        return vectors, weights, meta
 
     def remove_category(self, name: str) -> int:
         """Remove a category and its references; returns how many references were removed."""

@@ -1,0 +1,359 @@
+"""The ``nttt`` command: one verb per stage of the pipeline.
+
+    nttt sample --annotations train.json --split coco-novel --shots 30 --seed 33 -o refs.json
+    nttt fill-memory refs.json --annotations train.json --images train2017 -o memory.safetensors
+    nttt postprocess-memory memory.safetensors
+    nttt predict --memory memory.safetensors INPUT... -o out_dir [--visualize] [--score-threshold T]
+    (--score-threshold, like every method setting, is a MethodConfig field: see ``nttt predict --help``)
+    nttt evaluate --memory memory.safetensors --annotations val.json --images val2017 --split coco-novel -o out_dir
+
+``predict``, ``evaluate`` and ``fill-memory`` also run under ``torchrun --nproc_per_node=N -m no_time_to_train``.
+Heavy imports (torch, transformers) happen inside the verbs, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import MethodConfig
+from .errors import InputError, NtttError
+
+log = logging.getLogger("no_time_to_train")
+
+
+# -- argument helpers -------------------------------------------------------------------------------------
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models and hardware")
+    g.add_argument("--sam2", default=None, help="SAM2 checkpoint: Meta .pt file, HF directory or hub id "
+                   "(default: facebook/sam2-hiera-large, the paper's SAM 2.0 Hiera-L)")
+    g.add_argument("--encoder", default=None, help="DINOv2 checkpoint: Meta .pth file, HF directory or hub id "
+                   "(default: facebook/dinov2-large, ViT-L/14)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available; "
+                   "under torchrun each process takes cuda:LOCAL_RANK)")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="model precision (float32 is the paper's)")
+
+
+def _add_method_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("method settings (defaults are the paper's; see MethodConfig)")
+    g.add_argument("--config", type=Path, help="YAML/JSON file of method settings")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any method setting, e.g. --set points_per_side=16 (repeatable)")
+    for f in dataclasses.fields(MethodConfig):
+        g.add_argument("--" + f.name.replace("_", "-"), dest="cfg_" + f.name, default=None, metavar="V",
+                       help=f"(default: {f.default})")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    p.add_argument("--overwrite", action="store_true", help="discard earlier (partial) results in the output")
+
+
+def _method_config(args) -> MethodConfig:
+    cfg = MethodConfig.from_file(args.config) if getattr(args, "config", None) else MethodConfig()
+    items = list(getattr(args, "overrides", []) or [])
+    for key, value in vars(args).items():
+        if key.startswith("cfg_") and value is not None:
+            items.append(f"{key[4:]}={value}")
+    return cfg.with_overrides(items) if items else cfg
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "huggingface_hub", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _segmenter(args, dist, memory=None, need_sam2=True):
+    """The segmenter with its models loaded now, so that a bad checkpoint fails before any work starts."""
+    from .predictor import ReferenceSegmenter
+
+    device = dist.device(args.device)
+    seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
+                             config=_method_config(args), memory=memory)
+    seg.encoder
+    if need_sam2:
+        seg.sam2
+    return seg
+
+
+def _signature(args, extra: dict) -> dict:
+    return {"version": __version__, "sam2": args.sam2, "encoder": args.encoder, "dtype": args.dtype,
+            "config": _method_config(args).to_dict(), **extra}
+
+
+# -- verbs ----------------------------------------------------------------------------------------------
+def cmd_sample(args) -> int:
+    from .data.coco import load_coco_json, resolve_categories
+    from .data.sampling import sample_references, write_references
+
+    data = load_coco_json(args.annotations)
+    cats = resolve_categories(data["categories"], args.categories or args.split)
+    refs = sample_references(data, [c["id"] for c in cats], args.shots, args.seed)
+    meta = {"seed": args.seed, "shots": args.shots, "annotations": str(args.annotations),
+            "split": args.categories or args.split}
+    write_references(args.output, refs, meta)
+    log.info("wrote %d references (%d categories x %d shots) to %s", sum(len(v) for v in refs.values()),
+             len(refs), args.shots, args.output)
+    return 0
+
+
+def cmd_fill_memory(args) -> int:
+    from .data.coco import CocoDataset
+    from .data.sampling import read_references
+    from .distributed import init_distributed
+    from .memory import ReferenceMemory
+    from .resultstore import ResultStore
+    from .runner import decode_vector, run_references
+
+    dist = init_distributed(args.device)
+    dataset = CocoDataset(args.annotations, args.images)
+    refs = read_references(args.references, coco=dataset)
+    seg = _segmenter(args, dist, need_sam2=False)
+    cats = sorted({r["category_id"] for r in refs.flat()})
+    names = {c: dataset.category(c)["name"] for c in cats}
+    unique = {f"{r['image_id']}:{r['annotation_id']}": r for r in refs.flat()}  # each annotation encoded once
+
+    def make_item(key):
+        r = unique[key]
+        x, y, w, h = r["bbox"]
+        return {
+            "image": dataset.image_path(r["image_id"]),
+            "mask": dataset.ann_mask(r["annotation_id"]),
+            "category": names[r["category_id"]],
+            "crop_box": (int(x), int(y), int(x + w), int(y + h)),  # the paper truncates the JSON box
+        }
+
+    out = Path(args.output)
+    store = ResultStore(out.with_name(out.name + ".parts"), dist.rank)
+    store.check_signature(_signature(args, {"references": _file_digest(Path(args.references)),
+                                            "annotations": str(args.annotations)}), args.overwrite, dist.is_main)
+    dist.barrier()
+    run_references(seg, list(unique), make_item, store, dist, quiet=args.quiet)
+    dist.barrier()
+    if dist.is_main:
+        done = store.records()
+        memory = ReferenceMemory(config=seg.config.to_dict(), encoder=seg.encoder.describe())
+        for c in cats:  # label order = ascending category id, as the paper's class index
+            memory.add_category(names[c], c)
+        for r in refs.flat():
+            rec = done[f"{r['image_id']}:{r['annotation_id']}"]
+            memory.add(decode_vector(rec["vector"]), rec["weight"], names[r["category_id"]], r["category_id"],
+                       image=r.get("file_name"), image_id=r["image_id"], annotation_id=r["annotation_id"])
+        memory.save(out)
+        shutil.rmtree(store.dir, ignore_errors=True)
+        log.info("memory with %d references of %d categories written to %s", len(memory), len(cats), out)
+    dist.close()
+    return 0
+
+
+def cmd_postprocess_memory(args) -> int:
+    from .memory import ReferenceMemory
+
+    memory = ReferenceMemory.load(args.memory)
+    mode = memory.config.get("prototype", "instance-mean")
+    memory.prototypes(mode)  # validates: every category has references
+    counts = memory.counts()
+    out = memory.save(args.output or args.memory)
+    width = max(len(n) for n in counts) if counts else 8
+    print(f"{'category':<{width}}  {'id':>5}  references")
+    for c in memory.categories:
+        print(f"{c['name']:<{width}}  {str(c.get('id', '')):>5}  {counts[c['name']]}")
+    if len(set(counts.values())) > 1:
+        log.warning("categories have different numbers of references: %s", sorted(set(counts.values())))
+    log.info("prototypes (%s) of %d categories stored in %s", mode, len(counts), out)
+    return 0
+
+
+def _image_names(paths: list[Path]) -> list[str]:
+    """Output file stems per input image, unique even when two folders hold the same file name."""
+    stems = [p.stem for p in paths]
+    dup = {s for s in stems if stems.count(s) > 1}
+    return [f"{i:06d}_{s}" if s in dup else s for i, s in enumerate(stems)]
+
+
+def cmd_predict(args) -> int:
+    from .data.coco import list_images
+    from .distributed import init_distributed
+    from .resultstore import ResultStore, write_json_atomic
+    from .runner import run_images
+    from .visualize import overlay, save_instance_png
+
+    dist = init_distributed(args.device)
+    paths = list_images(args.inputs)
+    names = _image_names(paths)
+    out = Path(args.output)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    if args.visualize:
+        (out / "overlays").mkdir(parents=True, exist_ok=True)
+    seg = _segmenter(args, dist, memory=args.memory)
+    store = ResultStore(out / "parts", dist.rank)
+    store.check_signature(_signature(args, {"memory": _file_digest(Path(args.memory))}), args.overwrite, dist.is_main)
+    dist.barrier()
+    index = {str(p): i for i, p in enumerate(paths)}
+
+    def record(key, path, image, dets):
+        i = index[key]
+        save_instance_png(dets, out / "masks" / f"{names[i]}.png")
+        if args.visualize:
+            overlay(image, dets).save(out / "overlays" / f"{names[i]}.jpg", quality=90)
+        results = dets.to_coco(image_id=i)
+        for r, name in zip(results, dets.names):
+            r["category_name"] = name
+        return {"file_name": key, "height": image.shape[0], "width": image.shape[1], "results": results}
+
+    run_images(seg, [(str(p), p) for p in paths], store, dist, record, quiet=args.quiet)
+    dist.barrier()
+    if dist.is_main:
+        recs = store.records()
+        results = [r for p in paths for r in recs[str(p)]["results"]]
+        images = [{"id": i, "file_name": str(p), "height": recs[str(p)]["height"], "width": recs[str(p)]["width"]}
+                  for i, p in enumerate(paths)]
+        write_json_atomic(out / "results.json", results)
+        write_json_atomic(out / "images.json", images, indent=1)
+        log.info("%d detections on %d images written to %s", len(results), len(paths), out / "results.json")
+    dist.close()
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data.coco import CocoDataset, resolve_categories
+    from .distributed import init_distributed
+    from .evaluation import evaluate_coco, format_metrics_table, write_metrics
+    from .resultstore import ResultStore, write_json_atomic
+    from .runner import run_images
+
+    dist = init_distributed(args.device)
+    dataset = CocoDataset(args.annotations, args.images)
+    seg = _segmenter(args, dist, memory=args.memory)
+    mem_ids = seg.memory.category_ids
+    if args.split or args.categories:
+        cats = resolve_categories(dataset.categories, args.categories or args.split)
+    else:
+        cats = [dataset.category(i) for i in mem_ids if i is not None]
+    cat_ids = [c["id"] for c in cats]
+    missing = [c["name"] for c in cats if c["id"] not in mem_ids]
+    if missing:
+        raise InputError(f"the memory {args.memory} has no references for {', '.join(missing)}; "
+                        f"it holds {', '.join(seg.memory.category_names)}")
+    out = Path(args.output)
+    store = ResultStore(out / "parts", dist.rank)
+    store.check_signature(_signature(args, {"memory": _file_digest(Path(args.memory)),
+                                            "annotations": str(args.annotations)}), args.overwrite, dist.is_main)
+    dist.barrier()
+    ids = dataset.image_ids[: args.max_images] if args.max_images else dataset.image_ids
+
+    def record(key, path, image, dets):
+        return {"results": dets.to_coco(image_id=key)}
+
+    run_images(seg, [(i, dataset.image_path(i)) for i in ids], store, dist, record, quiet=args.quiet,
+               desc="evaluate")
+    dist.barrier()
+    if dist.is_main:
+        recs = store.records()
+        results = [r for i in ids for r in recs[i]["results"]]
+        write_json_atomic(out / "results.json", results)
+        gt = dataset.dataset
+        if args.max_images:
+            keep = set(ids)
+            gt = {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
+                  "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+        metrics = evaluate_coco(gt, results, cat_ids)
+        metrics["settings"] = {"memory": str(args.memory), "annotations": str(args.annotations),
+                               "split": args.categories or args.split, "config": seg.config.to_dict()}
+        write_metrics(out / "metrics.json", metrics)
+        print(format_metrics_table(metrics))
+    dist.close()
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nttt", description="Training-free reference-based instance segmentation "
+                                     "(No Time to Train!, SAM2 + DINOv2).")
+    parser.add_argument("--version", action="version", version=f"no-time-to-train {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample", help="draw K reference instances per category (the paper's sampler)")
+    p.add_argument("--annotations", required=True, type=Path, help="COCO-format JSON to sample from")
+    p.add_argument("--split", default="coco-novel", help="coco-novel | coco-all | voc-split1|2|3 (default coco-novel)")
+    p.add_argument("--categories", help="comma-separated category names or ids (overrides --split)")
+    p.add_argument("--shots", type=int, required=True, help="references per category (K)")
+    p.add_argument("--seed", type=int, default=33, help="sampling seed (default 33, the paper's)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="references JSON to write")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("fill-memory", help="encode references into a memory file (paper stage 1)")
+    p.add_argument("references", type=Path, help="references file (nttt JSON or the authors' pickle)")
+    p.add_argument("--annotations", required=True, type=Path, help="COCO-format JSON the references come from")
+    p.add_argument("--images", required=True, type=Path, help="image folder of that JSON")
+    p.add_argument("-o", "--output", required=True, type=Path, help="memory file to write (.safetensors)")
+    _add_model_args(p)
+    _add_method_args(p)
+    _add_run_args(p)
+    p.set_defaults(func=cmd_fill_memory)
+
+    p = sub.add_parser("postprocess-memory", help="compute and store the class prototypes (paper stage 2)")
+    p.add_argument("memory", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="write to another file (default: in place)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_postprocess_memory)
+
+    p = sub.add_parser("predict", help="segment images, folders or globs with a memory")
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--memory", required=True, type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
+    p.add_argument("--visualize", action="store_true", help="also write overlays (overlays/*.jpg)")
+    _add_model_args(p)
+    _add_method_args(p)
+    _add_run_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="predict on a COCO-format set and compute COCO AP (bbox, segm)")
+    p.add_argument("--memory", required=True, type=Path)
+    p.add_argument("--annotations", required=True, type=Path, help="ground-truth COCO JSON")
+    p.add_argument("--images", required=True, type=Path, help="image folder of that JSON")
+    p.add_argument("--split", help="categories to evaluate: coco-novel | coco-all | voc-split1|2|3 "
+                   "(default: the memory's categories)")
+    p.add_argument("--categories", help="comma-separated category names or ids (overrides --split)")
+    p.add_argument("--max-images", type=int, help="evaluate only the first N images (quick checks)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
+    _add_model_args(p)
+    _add_method_args(p)
+    _add_run_args(p)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "quiet", False))
+    try:
+        return args.func(args)
+    except (NtttError, FileExistsError) as exc:
+        print(f"nttt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nttt {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

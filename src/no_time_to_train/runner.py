@@ -1,0 +1,125 @@
+"""Long runs over many images or references: sharded across ranks, resumable, with progress.
+
+Used by the ``predict``, ``evaluate`` and ``fill-memory`` commands. Each item's result is appended to the
+rank's :class:`ResultStore` as soon as it exists; a rerun skips what is done; rank 0 merges once, in input
+order, so a resumed run and a one-shot run (and runs on any number of ranks) give identical files.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .distributed import DistContext
+from .imageio import load_image
+from .resultstore import ResultStore
+
+log = logging.getLogger(__name__)
+
+
+def pending(items: Sequence[tuple[Any, Any]], store: ResultStore, dist: DistContext) -> list[tuple[Any, Any]]:
+    """This rank's share of the items not finished yet.
+
+    Every rank reads the store, then all wait at a barrier before anyone writes, so all ranks shard the
+    same to-do list: each item is processed exactly once.
+    """
+    done = store.done()
+    todo = [it for it in items if it[0] not in done]
+    dist.barrier()
+    if dist.is_main and done:
+        log.info("resuming: %d of %d items already done", len(items) - len(todo), len(items))
+    return dist.shard(todo)
+
+
+def prefetched(loader: Callable[[Any], Any], sources: Iterable[Any], depth: int = 2):
+    """Yield ``loader(source)`` for each source, decoding up to ``depth`` items ahead in a thread.
+
+    Image decoding then overlaps model compute (PIL and torch release the GIL).
+    """
+    sources = list(sources)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        futures = [pool.submit(loader, s) for s in sources[:depth]]
+        for i in range(len(sources)):
+            result = futures[i].result()
+            if i + depth < len(sources):
+                futures.append(pool.submit(loader, sources[i + depth]))
+            futures[i] = None  # free the decoded image once consumed
+            yield result
+
+
+def progress(total: int, desc: str, dist: DistContext, quiet: bool):
+    """A progress bar with rate and ETA (rank 0 only; other ranks log nothing)."""
+    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=quiet or not dist.is_main)
+
+
+def run_images(
+    segmenter,
+    items: Sequence[tuple[Any, Any]],
+    store: ResultStore,
+    dist: DistContext,
+    record: Callable[[Any, Any, np.ndarray, Any], dict],
+    quiet: bool = False,
+    desc: str = "predict",
+) -> int:
+    """Predict every pending ``(key, image_path)`` of this rank and append ``record(key, path, image, dets)``.
+
+    Returns the number of images processed by this rank.
+    """
+    mine = pending(items, store, dist)
+    bar = progress(len(mine), desc, dist, quiet)
+
+    def load(item):
+        return item, load_image(item[1])
+
+    try:
+        for (key, path), image in prefetched(load, mine):
+            dets = segmenter.predict(image)
+            store.append(key, **record(key, path, image, dets))
+            bar.update(1)
+    finally:
+        bar.close()
+        store.close()
+    return len(mine)
+
+
+def encode_vector(v: torch.Tensor) -> str:
+    return base64.b64encode(v.detach().float().cpu().numpy().astype("<f4").tobytes()).decode("ascii")
+
+
+def decode_vector(s: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype="<f4").copy())
+
+
+def run_references(
+    segmenter,
+    keys: Sequence[Any],
+    make_item: Callable[[Any], dict],
+    store: ResultStore,
+    dist: DistContext,
+    batch_size: int = 8,
+    quiet: bool = False,
+) -> int:
+    """Encode every pending reference of this rank; each vector is stored as soon as its batch is done.
+
+    ``make_item(key)`` builds what :meth:`ReferenceSegmenter.add_reference` takes (image, mask, category,
+    ...), on demand, so only one batch of masks is in memory at a time.
+    """
+    mine = [key for key, _ in pending([(k, None) for k in keys], store, dist)]
+    bar = tqdm(total=len(mine), desc="fill-memory", unit="ref", dynamic_ncols=True, disable=quiet or not dist.is_main)
+    try:
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start : start + batch_size]
+            vectors, weights, _ = segmenter.encode_references([make_item(k) for k in chunk], batch_size)
+            for key, vec, w in zip(chunk, vectors, weights):
+                store.append(key, vector=encode_vector(vec), weight=float(w))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        store.close()
+    return len(mine)

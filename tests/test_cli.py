@@ -1,0 +1,181 @@
+"""The `nttt` protocol end to end on coco-mini with tiny models: sample -> fill -> postprocess -> evaluate,
+resume after a crash, 2 processes equal 1, predict on folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from no_time_to_train.cli import main
+
+# The 18 COCO novel classes that have a valid 1-shot reference in coco-mini's train2017 slice
+# (every train and couch instance there is within 10 px of the border, which the sampler rejects).
+CATS = "person,bicycle,car,motorcycle,airplane,bus,boat,bird,cat,dog,horse,sheep,cow,bottle,chair,potted plant,dining table,tv"
+FAST = ["--points-per-side", "4", "--device", "cpu", "--quiet"]
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_sam2, tiny_encoder):
+    d = tmp_path_factory.mktemp("models")
+    tiny_sam2.save_pretrained(d / "sam2")
+    tiny_encoder.save_pretrained(d / "dino")
+    return ["--sam2", str(d / "sam2"), "--encoder", str(d / "dino")]
+
+
+@pytest.fixture(scope="module")
+def memory(tmp_path_factory, coco_mini, models):
+    d = tmp_path_factory.mktemp("memory")
+    ann = coco_mini / "annotations" / "instances_train2017.json"
+    assert main(["sample", "--annotations", str(ann), "--categories", CATS, "--shots", "1", "--seed", "33",
+                 "-o", str(d / "refs.json")]) == 0
+    assert main(["fill-memory", str(d / "refs.json"), "--annotations", str(ann), "--images",
+                 str(coco_mini / "train2017"), "-o", str(d / "mem.safetensors"), *models, *FAST]) == 0
+    assert main(["postprocess-memory", str(d / "mem.safetensors"), "--quiet"]) == 0
+    return d / "mem.safetensors"
+
+
+def _evaluate_args(coco_mini, memory, models, out, n=4):
+    return ["evaluate", "--memory", str(memory), "--annotations",
+            str(coco_mini / "annotations" / "instances_val2017.json"), "--images", str(coco_mini / "val2017"),
+            "--categories", CATS, "--max-images", str(n), "-o", str(out), *models, *FAST]
+
+
+def test_sample_fill_postprocess(memory):
+    from no_time_to_train import ReferenceMemory
+
+    mem = ReferenceMemory.load(memory)
+    assert len(mem) == 18 and mem.counts() == {n: 1 for n in mem.category_names}
+    ids = mem.category_ids
+    assert ids == sorted(ids)  # label order = ascending COCO id, the paper's class index rule
+    refs = json.loads((memory.parent / "refs.json").read_text())
+    assert {r["annotation_id"] for r in refs["references"]} == {r["annotation_id"] for r in mem.references}
+    assert not (memory.parent / "mem.safetensors.parts").exists()
+
+
+def test_evaluate_writes_results_and_metrics(coco_mini, memory, models, tmp_path, capsys):
+    assert main(_evaluate_args(coco_mini, memory, models, tmp_path / "eval")) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["bbox"]) >= {"AP", "AP50", "AP75", "per_category"}
+    assert len(metrics["segm"]["per_category"]) == 18
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results and {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(results[0])
+    assert "AP" in capsys.readouterr().out
+
+
+def test_resume_after_crash_equals_uninterrupted(coco_mini, memory, models, tmp_path):
+    full, crashed = tmp_path / "full", tmp_path / "crashed"
+    assert main(_evaluate_args(coco_mini, memory, models, full)) == 0
+    assert main(_evaluate_args(coco_mini, memory, models, crashed)) == 0
+    # Simulate a kill mid-run: keep 2 finished lines plus a half-written third, drop the merged outputs.
+    part = next((crashed / "parts").glob("part-*.jsonl"))
+    lines = part.read_bytes().split(b"\n")
+    part.write_bytes(b"\n".join(lines[:2]) + b"\n" + lines[2][: len(lines[2]) // 2])
+    (crashed / "results.json").unlink()
+    (crashed / "metrics.json").unlink()
+    assert main(_evaluate_args(coco_mini, memory, models, crashed)) == 0
+    assert (crashed / "results.json").read_bytes() == (full / "results.json").read_bytes()
+    a = json.loads((full / "metrics.json").read_text())
+    b = json.loads((crashed / "metrics.json").read_text())
+    assert a["bbox"] == b["bbox"] and a["segm"] == b["segm"]
+    assert len(part.read_bytes().split(b"\n")) == 5  # 4 complete lines + final newline; the torn one was cut
+
+
+def test_kill_9_loses_at_most_the_image_in_flight(coco_mini, memory, models, tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": SRC}
+    cmd = [sys.executable, "-m", "no_time_to_train", *_evaluate_args(coco_mini, memory, models, out, n=6)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    part = out / "parts" / "part-00000.jsonl"
+    while time.time() < deadline and not (part.exists() and part.read_bytes().count(b"\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = part.read_bytes().count(b"\n")
+    assert kept >= 2 and not (out / "results.json").exists()
+    assert subprocess.run(cmd, env=env).returncode == 0
+    results = json.loads((out / "results.json").read_text())
+    recs = [json.loads(x) for x in part.read_bytes().splitlines()]
+    assert len(recs) == 6 and len({r["key"] for r in recs}) == 6  # each image exactly once
+    assert {r["image_id"] for r in results} <= {r["key"] for r in recs}
+
+
+def test_changed_settings_refuse_to_mix(coco_mini, memory, models, tmp_path, capsys):
+    args = _evaluate_args(coco_mini, memory, models, tmp_path / "e", n=1)
+    assert main(args) == 0
+    assert main(args + ["--nms-threshold", "0.6"]) == 2
+    assert "different settings (config)" in capsys.readouterr().err
+    assert main(args + ["--nms-threshold", "0.6", "--overwrite"]) == 0
+
+
+def test_two_processes_equal_one(coco_mini, memory, models, tmp_path):
+    # Both runs use one thread per process: a different thread count reorders float sums (1e-7 noise).
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = [sys.executable, "-m", "no_time_to_train", *_evaluate_args(coco_mini, memory, models, one, n=5)]
+    proc = subprocess.run(single, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "no_time_to_train", *_evaluate_args(coco_mini, memory, models, two, n=5)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parts = sorted((two / "parts").glob("part-*.jsonl"))
+    keys = [json.loads(x)["key"] for p in parts for x in p.read_text().splitlines()]
+    assert len(parts) == 2 and len(keys) == 5 and len(set(keys)) == 5  # sharded, each image once
+    assert (two / "results.json").read_bytes() == (one / "results.json").read_bytes()
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert a["bbox"] == b["bbox"] and a["segm"] == b["segm"]
+
+
+def test_predict_folder_with_visualisation(coco_mini, memory, models, tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for p in sorted((coco_mini / "val2017").glob("*.jpg"))[:2]:
+        (imgs / p.name).write_bytes(p.read_bytes())
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(imgs / "gray.png")
+    out = tmp_path / "pred"
+    assert main(["predict", str(imgs), "--memory", str(memory), "-o", str(out), "--visualize",
+                 "--score-threshold", "0.0", *models, *FAST]) == 0
+    images = json.loads((out / "images.json").read_text())
+    assert len(images) == 3
+    results = json.loads((out / "results.json").read_text())
+    assert all(r["score"] > 0 for r in results) and all("category_name" in r for r in results)
+    for im in images:
+        stem = Path(im["file_name"]).stem
+        inst = np.asarray(Image.open(out / "masks" / f"{stem}.png"))
+        assert inst.shape == (im["height"], im["width"])
+        assert inst.max() == sum(r["image_id"] == im["id"] for r in results)
+        assert (out / "overlays" / f"{stem}.jpg").exists()
+
+
+def test_bad_inputs_give_one_clear_error(coco_mini, memory, models, tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nothing-here"), "--memory", str(memory), "-o", str(tmp_path / "o"),
+                 *models, *FAST]) == 2
+    assert "nothing-here" in capsys.readouterr().err
+    assert main(["evaluate", "--memory", str(memory), "--annotations", str(tmp_path / "missing.json"),
+                 "--images", str(coco_mini / "val2017"), "-o", str(tmp_path / "o2"), *models, *FAST]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    assert main(_evaluate_args(coco_mini, memory, models, tmp_path / "o3") + ["--categories", "giraffe"]) == 2
+    assert "no references for giraffe" in capsys.readouterr().err
+    assert main(["sample", "--annotations", str(coco_mini / "annotations" / "instances_train2017.json"),
+                 "--split", "coco-novel", "--shots", "1", "-o", str(tmp_path / "r.json")]) == 2
+    assert "couch" in capsys.readouterr().err
+
+
+def test_help_is_fast_and_imports_no_models():
+    code = "import sys; from no_time_to_train.cli import build_parser; build_parser(); " \
+           "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC},
+                         capture_output=True, text=True).stdout.split()
+    assert out == ["False", "False"]
