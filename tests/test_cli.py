@@ -138,6 +138,24 @@ def test_two_processes_equal_one(coco_mini, memory, models, tmp_path):
     assert a["bbox"] == b["bbox"] and a["segm"] == b["segm"]
 
 
+def test_fill_memory_on_two_processes_equals_one(coco_mini, memory, models, tmp_path):
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    ann = coco_mini / "annotations" / "instances_train2017.json"
+    args = ["fill-memory", str(memory.parent / "refs.json"), "--annotations", str(ann), "--images",
+            str(coco_mini / "train2017"), *models, *FAST]
+    one = subprocess.run([sys.executable, "-m", "no_time_to_train", *args, "-o", str(tmp_path / "one.safetensors")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "no_time_to_train", *args, "-o", str(tmp_path / "two.safetensors")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    from no_time_to_train import ReferenceMemory
+
+    a, b = (ReferenceMemory.load(tmp_path / f) for f in ("one.safetensors", "two.safetensors"))
+    assert torch.equal(a.vectors, b.vectors) and a.references == b.references and a.categories == b.categories
+
+
 def test_predict_folder_with_visualisation(coco_mini, memory, models, tmp_path):
     imgs = tmp_path / "imgs"
     imgs.mkdir()

@@ -84,6 +84,10 @@ def _segmenter(args, dist, memory=None, need_sam2=True):
     """The segmenter with its models loaded now, so that a bad checkpoint fails before any work starts."""
     from .predictor import ReferenceSegmenter
 
+    if getattr(args, "quiet", False):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     device = dist.device(args.device)
     seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
                              config=_method_config(args), memory=memory)
