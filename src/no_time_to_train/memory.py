@@ -97,11 +97,20 @@ class ReferenceMemory:
     def __len__(self) -> int:
         return len(self.references)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, negative: bool = False) -> dict[str, int]:
+        """References per category (positive ones, or the negative examples with ``negative=True``)."""
         out = {n: 0 for n in self.category_names}
         for r in self.references:
-            out[r["category"]] += 1
+            if bool(r.get("negative")) == negative:
+                out[r["category"]] += 1
         return out
+
+    def negatives(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Negative examples: label indices ``(M,)`` and L2-normalised vectors ``(M, D)`` (M may be 0)."""
+        rows = [i for i, r in enumerate(self.references) if r.get("negative")]
+        labels = torch.tensor([self.label_of(self.references[i]["category"]) for i in rows], dtype=torch.long)
+        vectors = self.vectors[rows] if rows else torch.zeros(0, self.vectors.shape[1] if len(self) else 0)
+        return labels, torch.nn.functional.normalize(vectors, dim=1)
 
     # -- prototypes ------------------------------------------------------------------------------------
     def prototypes(self, mode: str = "instance-mean") -> torch.Tensor:
@@ -115,10 +124,11 @@ class ReferenceMemory:
             raise InputError("the memory has no categories yet: add references first")
         if empty:
             raise InputError(f"categories without references: {', '.join(empty)}; add references or remove them")
-        labels = torch.tensor([self.label_of(r["category"]) for r in self.references])
+        rows = [i for i, r in enumerate(self.references) if not r.get("negative")]
+        labels = torch.tensor([self.label_of(self.references[i]["category"]) for i in rows])
         c = len(self.categories)
-        w = torch.ones(len(labels)) if mode == "instance-mean" else self.weights.float()
-        sums = torch.zeros(c, self.vectors.shape[1]).index_add_(0, labels, self.vectors * w[:, None])
+        w = torch.ones(len(labels)) if mode == "instance-mean" else self.weights[rows].float()
+        sums = torch.zeros(c, self.vectors.shape[1]).index_add_(0, labels, self.vectors[rows] * w[:, None])
         norm = torch.zeros(c).index_add_(0, labels, w)
         mean = sums / norm[:, None]
         return torch.nn.functional.normalize(mean, dim=1)
