@@ -156,6 +156,28 @@ def test_fill_memory_on_two_processes_equals_one(coco_mini, memory, models, tmp_
     assert torch.equal(a.vectors, b.vectors) and a.references == b.references and a.categories == b.categories
 
 
+def test_fill_memory_from_boxes_exports_masks(coco_mini, memory, models, tmp_path):
+    from no_time_to_train import ReferenceMemory
+
+    ann = coco_mini / "annotations" / "instances_train2017.json"
+    refs = json.loads((memory.parent / "refs.json").read_text())
+    refs["references"] = refs["references"][:3]
+    kept = {r["category_id"] for r in refs["references"]}
+    refs["categories"] = [c for c in refs["categories"] if c["id"] in kept]
+    (tmp_path / "refs.json").write_text(json.dumps(refs))
+    assert main(["fill-memory", str(tmp_path / "refs.json"), "--annotations", str(ann), "--images",
+                 str(coco_mini / "train2017"), "-o", str(tmp_path / "boxes.safetensors"), "--reference-masks",
+                 "from-boxes", "--export-masks", str(tmp_path / "masks"), *models, *FAST]) == 0
+    mem = ReferenceMemory.load(tmp_path / "boxes.safetensors")
+    assert len(mem) == 3 and all(r["prompt"] == "box" for r in mem.references)
+    pngs = sorted((tmp_path / "masks").glob("*.png"))
+    assert [p.name for p in pngs] == sorted(f"{r['image_id']}_{r['annotation_id']}.png" for r in refs["references"])
+    first = refs["references"][0]
+    info = next(i for i in json.loads(ann.read_text())["images"] if i["id"] == first["image_id"])
+    assert np.asarray(Image.open(tmp_path / "masks" / f"{first['image_id']}_{first['annotation_id']}.png")).shape == (
+        info["height"], info["width"])
+
+
 def test_predict_folder_with_visualisation(coco_mini, memory, models, tmp_path):
     imgs = tmp_path / "imgs"
     imgs.mkdir()

@@ -129,7 +129,10 @@ def cmd_fill_memory(args) -> int:
     dist = init_distributed(args.device)
     dataset = CocoDataset(args.annotations, args.images)
     refs = read_references(args.references, coco=dataset)
-    seg = _segmenter(args, dist, need_sam2=False)
+    from_boxes = args.reference_masks == "from-boxes"
+    seg = _segmenter(args, dist, need_sam2=from_boxes)
+    if args.export_masks:
+        Path(args.export_masks).mkdir(parents=True, exist_ok=True)
     cats = sorted({r["category_id"] for r in refs.flat()})
     names = {c: dataset.category(c)["name"] for c in cats}
     unique = {f"{r['image_id']}:{r['annotation_id']}": r for r in refs.flat()}  # each annotation encoded once
@@ -137,17 +140,32 @@ def cmd_fill_memory(args) -> int:
     def make_item(key):
         r = unique[key]
         x, y, w, h = r["bbox"]
+        image = dataset.image_path(r["image_id"])
+        source = {}
+        if from_boxes:  # SAM2 prompted with the annotation box, even where a mask exists
+            mask = seg.reference_mask(image, box=(x, y, x + w, y + h), name=f"reference {key}")
+            source = {"prompt": "box"}
+        else:
+            mask = dataset.ann_mask(r["annotation_id"])
+        if args.export_masks:
+            import numpy as np
+            from PIL import Image
+
+            Image.fromarray(mask.astype(np.uint8) * 255).save(
+                Path(args.export_masks) / f"{r['image_id']}_{r['annotation_id']}.png")
         return {
-            "image": dataset.image_path(r["image_id"]),
-            "mask": dataset.ann_mask(r["annotation_id"]),
+            "image": image,
+            "mask": mask,
             "category": names[r["category_id"]],
             "crop_box": (int(x), int(y), int(x + w), int(y + h)),  # the paper truncates the JSON box
+            "source": source,
         }
 
     out = Path(args.output)
     store = ResultStore(out.with_name(out.name + ".parts"), dist.rank)
     store.check_signature(_signature(args, {"references": _file_digest(Path(args.references)),
-                                            "annotations": str(args.annotations)}), args.overwrite, dist.is_main)
+                                            "annotations": str(args.annotations),
+                                            "reference_masks": args.reference_masks}), args.overwrite, dist.is_main)
     dist.barrier()
     run_references(seg, list(unique), make_item, store, dist, quiet=args.quiet)
     dist.barrier()
@@ -159,7 +177,8 @@ def cmd_fill_memory(args) -> int:
         for r in refs.flat():
             rec = done[f"{r['image_id']}:{r['annotation_id']}"]
             memory.add(decode_vector(rec["vector"]), rec["weight"], names[r["category_id"]], r["category_id"],
-                       image=r.get("file_name"), image_id=r["image_id"], annotation_id=r["annotation_id"])
+                       image=r.get("file_name"), image_id=r["image_id"], annotation_id=r["annotation_id"],
+                       prompt="box" if from_boxes else None)
         memory.save(out)
         shutil.rmtree(store.dir, ignore_errors=True)
         log.info("memory with %d references of %d categories written to %s", len(memory), len(cats), out)
@@ -309,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", required=True, type=Path, help="COCO-format JSON the references come from")
     p.add_argument("--images", required=True, type=Path, help="image folder of that JSON")
     p.add_argument("-o", "--output", required=True, type=Path, help="memory file to write (.safetensors)")
+    p.add_argument("--reference-masks", choices=["annotations", "from-boxes"], default="annotations",
+                   help="annotations: the JSON's masks (default); from-boxes: SAM2 prompted with each "
+                        "annotation box, even where masks exist (for box-only datasets)")
+    p.add_argument("--export-masks", type=Path, help="also write each reference mask as a PNG into this folder")
     _add_model_args(p)
     _add_method_args(p)
     _add_run_args(p)
@@ -343,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_args(p)
     _add_run_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    from .data.convert import add_convert_parser
+
+    add_convert_parser(sub)
     return parser
 
 
