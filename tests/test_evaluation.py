@@ -110,6 +110,9 @@ def test_half_right_and_category_without_gt():
     # one of two GT found with the top-scored detection: precision 1 up to recall 0.5, then 0 -> AP = 51/101
     assert m["bbox"]["AP"] == pytest.approx(51 / 101)
     assert m["bbox"]["per_category"] == {"a": pytest.approx(51 / 101), "b": None}
+    # VOC07 11-point: precision 1 at recall 0, .1, ..., .5 and 0 at .6 ... 1 -> 6/11
+    assert m["bbox"]["AP50_voc07"] == pytest.approx(6 / 11)
+    assert m["bbox"]["per_category_AP50_voc07"] == {"a": pytest.approx(6 / 11), "b": None}
     assert m["bbox"]["APs"] is None and m["bbox"]["APl"] is None  # no small/large GT: COCOeval's -1 -> None
     assert m["bbox"]["APm"] == pytest.approx(51 / 101)
     table = format_metrics_table(m)

@@ -70,7 +70,8 @@ def evaluate_coco(
         verbose: let pycocotools print its progress and summary.
 
     Returns:
-        ``{"bbox": {"AP", "AP50", ..., "ARl", "per_category": {name: AP}}, "segm": {...}, "num_images",
+        ``{"bbox": {"AP", "AP50", ..., "ARl", "per_category": {name: AP}, "per_category_AP50",
+        "AP50_voc07", "per_category_AP50_voc07"}, "segm": {...}, "num_images",
         "num_detections", "categories": [{"id", "name"}]}``. Values are COCOeval's raw fractions in [0, 1];
         a statistic COCOeval leaves undefined (-1, no ground truth in that range) and the AP of a category
         without ground truth are ``None``. An empty result list scores 0 wherever ground truth exists.
@@ -109,12 +110,22 @@ def evaluate_coco(
             ev.summarize()
             block = {name: _num(v) for name, v in zip(STAT_NAMES, ev.stats)}
             precision = ev.eval["precision"]  # [T, R, K, A, M]
-            per_cat = {}
+            per_cat, per_cat50, voc07 = {}, {}, {}
             for k, cid in enumerate(ev.params.catIds):
+                key = keys[cat_ids.index(cid)]
                 p = precision[:, :, k, 0, -1]
                 p = p[p > -1]
-                per_cat[keys[cat_ids.index(cid)]] = float(np.mean(p)) if p.size else None
+                per_cat[key] = float(np.mean(p)) if p.size else None
+                p50 = precision[0, :, k, 0, -1]  # IoU 0.5, all areas, 100 detections
+                per_cat50[key] = float(np.mean(p50)) if (p50 > -1).all() else None
+                # VOC07 11-point AP: mean interpolated precision at recall 0, 0.1, ..., 1 (every 10th of
+                # COCOeval's 101 recall points, where precision is already max over recall >= r)
+                voc07[key] = float(np.mean(p50[::10])) if (p50 > -1).all() else None
             block["per_category"] = per_cat
+            block["per_category_AP50"] = per_cat50
+            valid = [v for v in voc07.values() if v is not None]
+            block["AP50_voc07"] = float(np.mean(valid)) if valid else None
+            block["per_category_AP50_voc07"] = voc07
             out[iou_type] = block
     out["num_images"] = len(gt_data["images"])
     out["num_detections"] = len(dets)
