@@ -42,7 +42,10 @@ def test_ground_truth_scores_perfectly(val, capsys):
         assert m[t]["AP"] == pytest.approx(1.0)
         assert m[t]["AP50"] == pytest.approx(1.0) and m[t]["AP75"] == pytest.approx(1.0)
         assert m[t]["AR100"] == pytest.approx(1.0)
-        assert set(m[t]) == set(STAT_NAMES) | {"per_category"}
+        assert set(m[t]) == set(STAT_NAMES) | {"per_category", "per_category_AP50", "AP50_voc07",
+                                               "per_category_AP50_voc07"}
+        assert m[t]["AP50_voc07"] == pytest.approx(1.0)
+        assert all(v == pytest.approx(1.0) for v in m[t]["per_category_AP50"].values())
         assert list(m[t]["per_category"]) == list(SPLITS["coco-novel"])  # names, in ascending id order
         assert all(v == pytest.approx(1.0) for v in m[t]["per_category"].values())
     assert m["num_images"] == 79 and m["num_detections"] == len(preds) == 287
