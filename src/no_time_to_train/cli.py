@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -122,66 +120,17 @@ def cmd_fill_memory(args) -> int:
     from .data.coco import CocoDataset
     from .data.sampling import read_references
     from .distributed import init_distributed
-    from .memory import ReferenceMemory
-    from .resultstore import ResultStore
-    from .runner import decode_vector, run_references
+    from .pipeline import fill_memory
 
     dist = init_distributed(args.device)
     dataset = CocoDataset(args.annotations, args.images)
     refs = read_references(args.references, coco=dataset)
-    from_boxes = args.reference_masks == "from-boxes"
-    seg = _segmenter(args, dist, need_sam2=from_boxes)
-    if args.export_masks:
-        Path(args.export_masks).mkdir(parents=True, exist_ok=True)
-    cats = sorted({r["category_id"] for r in refs.flat()})
-    names = {c: dataset.category(c)["name"] for c in cats}
-    unique = {f"{r['image_id']}:{r['annotation_id']}": r for r in refs.flat()}  # each annotation encoded once
-
-    def make_item(key):
-        r = unique[key]
-        x, y, w, h = r["bbox"]
-        image = dataset.image_path(r["image_id"])
-        source = {}
-        if from_boxes:  # SAM2 prompted with the annotation box, even where a mask exists
-            mask = seg.reference_mask(image, box=(x, y, x + w, y + h), name=f"reference {key}")
-            source = {"prompt": "box"}
-        else:
-            mask = dataset.ann_mask(r["annotation_id"])
-        if args.export_masks:
-            import numpy as np
-            from PIL import Image
-
-            Image.fromarray(mask.astype(np.uint8) * 255).save(
-                Path(args.export_masks) / f"{r['image_id']}_{r['annotation_id']}.png")
-        return {
-            "image": image,
-            "mask": mask,
-            "category": names[r["category_id"]],
-            "crop_box": (int(x), int(y), int(x + w), int(y + h)),  # the paper truncates the JSON box
-            "source": source,
-        }
-
-    out = Path(args.output)
-    store = ResultStore(out.with_name(out.name + ".parts"), dist.rank)
-    store.check_signature(_signature(args, {"references": _file_digest(Path(args.references)),
-                                            "annotations": str(args.annotations),
-                                            "reference_masks": args.reference_masks}), args.overwrite, dist.is_main)
-    dist.barrier()
-    run_references(seg, list(unique), make_item, store, dist, quiet=args.quiet)
-    dist.barrier()
-    if dist.is_main:
-        done = store.records()
-        memory = ReferenceMemory(config=seg.config.to_dict(), encoder=seg.encoder.describe())
-        for c in cats:  # label order = ascending category id, as the paper's class index
-            memory.add_category(names[c], c)
-        for r in refs.flat():
-            rec = done[f"{r['image_id']}:{r['annotation_id']}"]
-            memory.add(decode_vector(rec["vector"]), rec["weight"], names[r["category_id"]], r["category_id"],
-                       image=r.get("file_name"), image_id=r["image_id"], annotation_id=r["annotation_id"],
-                       prompt="box" if from_boxes else None)
-        memory.save(out)
-        shutil.rmtree(store.dir, ignore_errors=True)
-        log.info("memory with %d references of %d categories written to %s", len(memory), len(cats), out)
+    seg = _segmenter(args, dist, need_sam2=args.reference_masks == "from-boxes")
+    signature = _signature(args, {"references": _file_digest(Path(args.references)),
+                                  "annotations": str(args.annotations)})
+    fill_memory(seg, refs.flat(), dataset, args.output, dist, signature=signature,
+                reference_masks=args.reference_masks, export_masks=args.export_masks,
+                overwrite=args.overwrite, quiet=args.quiet)
     dist.close()
     return 0
 
@@ -258,9 +207,8 @@ def cmd_predict(args) -> int:
 def cmd_evaluate(args) -> int:
     from .data.coco import CocoDataset, resolve_categories
     from .distributed import init_distributed
-    from .evaluation import evaluate_coco, format_metrics_table, write_metrics
-    from .resultstore import ResultStore, write_json_atomic
-    from .runner import run_images
+    from .evaluation import format_metrics_table
+    from .pipeline import evaluate_dataset
 
     dist = init_distributed(args.device)
     dataset = CocoDataset(args.annotations, args.images)
@@ -270,37 +218,16 @@ def cmd_evaluate(args) -> int:
         cats = resolve_categories(dataset.categories, args.categories or args.split)
     else:
         cats = [dataset.category(i) for i in mem_ids if i is not None]
-    cat_ids = [c["id"] for c in cats]
     missing = [c["name"] for c in cats if c["id"] not in mem_ids]
     if missing:
         raise InputError(f"the memory {args.memory} has no references for {', '.join(missing)}; "
-                        f"it holds {', '.join(seg.memory.category_names)}")
-    out = Path(args.output)
-    store = ResultStore(out / "parts", dist.rank)
-    store.check_signature(_signature(args, {"memory": _file_digest(Path(args.memory)),
-                                            "annotations": str(args.annotations)}), args.overwrite, dist.is_main)
-    dist.barrier()
-    ids = dataset.image_ids[: args.max_images] if args.max_images else dataset.image_ids
-
-    def record(key, path, image, dets):
-        return {"results": dets.to_coco(image_id=key)}
-
-    run_images(seg, [(i, dataset.image_path(i)) for i in ids], store, dist, record, quiet=args.quiet,
-               desc="evaluate")
-    dist.barrier()
-    if dist.is_main:
-        recs = store.records()
-        results = [r for i in ids for r in recs[i]["results"]]
-        write_json_atomic(out / "results.json", results)
-        gt = dataset.dataset
-        if args.max_images:
-            keep = set(ids)
-            gt = {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
-                  "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
-        metrics = evaluate_coco(gt, results, cat_ids)
-        metrics["settings"] = {"memory": str(args.memory), "annotations": str(args.annotations),
-                               "split": args.categories or args.split, "config": seg.config.to_dict()}
-        write_metrics(out / "metrics.json", metrics)
+                         f"it holds {', '.join(seg.memory.category_names)}")
+    signature = _signature(args, {"memory": _file_digest(Path(args.memory)), "annotations": str(args.annotations)})
+    settings = {"memory": str(args.memory), "annotations": str(args.annotations), "split": args.categories or args.split}
+    metrics = evaluate_dataset(seg, dataset, [c["id"] for c in cats], args.output, dist, signature=signature,
+                               max_images=args.max_images, overwrite=args.overwrite, quiet=args.quiet,
+                               settings=settings)
+    if metrics is not None:
         print(format_metrics_table(metrics))
     dist.close()
     return 0
