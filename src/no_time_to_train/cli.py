@@ -233,6 +233,39 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_protocol(args) -> int:
+    from .distributed import init_distributed
+    from .protocols import run_cdfsod, run_voc
+
+    dist = init_distributed(args.device)
+    seg = _segmenter(args, dist)
+    signature = _signature(args, {"protocol": args.protocol})
+    if args.protocol == "voc":
+        table = run_voc(seg, args.train_json, args.test_json, args.images, args.output, dist, splits=args.splits,
+                        shots=args.shots, seed=args.seed, metric="AP50_voc07" if args.voc07 else "AP50",
+                        signature=signature, quiet=args.quiet)
+    else:
+        table = run_cdfsod(seg, args.root, args.output, dist, datasets=args.datasets, shots=args.shots,
+                           signature=signature, quiet=args.quiet)
+    if table is not None:
+        print(table)
+        log.info("table written to %s", Path(args.output) / "table.md")
+    dist.close()
+    return 0
+
+
+def cmd_pseudo_masks(args) -> int:
+    from .data.coco import CocoDataset
+    from .distributed import DistContext
+    from .protocols import pseudo_masks
+
+    dataset = CocoDataset(args.annotations, args.images)
+    seg = _segmenter(args, DistContext())
+    out = pseudo_masks(seg, dataset, args.output, quiet=args.quiet)
+    log.info("%d annotations with SAM2 pseudo masks written to %s", len(out["annotations"]), args.output)
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nttt", description="Training-free reference-based instance segmentation "
@@ -294,9 +327,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("protocol", help="run a whole benchmark protocol and write a table like the paper's")
+    proto = p.add_subparsers(dest="protocol", required=True)
+    v = proto.add_parser("voc", help="PASCAL VOC few-shot: splits x shots, seed 33, nAP50 (COCO-style AP50)")
+    v.add_argument("--train-json", required=True, type=Path, help="VOC07+12 trainval as COCO JSON (nttt convert voc)")
+    v.add_argument("--test-json", required=True, type=Path, help="VOC07 test as COCO JSON")
+    v.add_argument("--images", required=True, type=Path, help="the flat folder of all VOC JPEGs")
+    v.add_argument("--splits", type=int, nargs="+", default=[1, 2, 3])
+    v.add_argument("--shots", type=int, nargs="+", default=[1, 2, 3, 5, 10])
+    v.add_argument("--seed", type=int, default=33)
+    v.add_argument("--voc07", action="store_true", help="tabulate the VOC07 11-point AP50 instead of COCO-style AP50")
+    c = proto.add_parser("cdfsod", help="CD-FSOD: each dataset x {1,5,10} shots, nAP")
+    c.add_argument("root", type=Path, help="folder holding ArTaxOr/, clipart1k/, DIOR/, ... (or one of them)")
+    c.add_argument("--datasets", nargs="+", help="only these datasets")
+    c.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
+    for q in (v, c):
+        q.add_argument("-o", "--output", required=True, type=Path, help="output directory (resumable)")
+        _add_model_args(q)
+        _add_method_args(q)
+        _add_run_args(q)
+        q.set_defaults(func=cmd_protocol)
+
+    p = sub.add_parser("pseudo-masks", help="give a box-only COCO set masks from SAM2 box prompts (marked pseudo)")
+    p.add_argument("annotations", type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path, help="COCO JSON to write")
+    _add_model_args(p)
+    _add_method_args(p)
+    _add_run_args(p)
+    p.set_defaults(func=cmd_pseudo_masks)
+
     from .data.convert import add_convert_parser
 
     add_convert_parser(sub)
+    from .app import add_serve_parser; add_serve_parser(sub)  # noqa: E702  (nttt serve: the browser app)
     return parser
 
 

@@ -133,7 +133,8 @@ def evaluate_dataset(
         gt = {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
               "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
     wanted = set(category_ids)
-    with_masks = all(a.get("segmentation") for a in gt["annotations"] if a["category_id"] in wanted)
+    gt_anns = [a for a in gt["annotations"] if a["category_id"] in wanted]
+    with_masks = bool(gt_anns) and all(a.get("segmentation") for a in gt_anns)
     metrics = evaluate_coco(gt, results, category_ids, iou_types=("bbox", "segm") if with_masks else ("bbox",))
     if with_masks and (gt.get("info") or {}).get("pseudo_masks"):
         metrics["segm_ground_truth"] = "pseudo masks (SAM2 prompted with the ground-truth boxes)"
