@@ -24,6 +24,11 @@ class PatchEncoder:
         self.dim = int(cfg.hidden_size)
         self.num_prefix = 1 + int(getattr(cfg, "num_register_tokens", 0) or 0)
         self._fingerprint: str | None = None
+        self._forward = model
+
+    def compile(self, **kwargs) -> None:
+        """``torch.compile`` the forward pass (kwargs go to torch.compile); the weights' identity is unchanged."""
+        self._forward = torch.compile(self.model, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -37,7 +42,7 @@ class PatchEncoder:
     def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` in [0, 1] -> ``(B, N, D)`` float32 patch tokens after the final LayerNorm."""
         x = normalize(images.to(self.device, self.dtype))
-        out = self.model(pixel_values=x).last_hidden_state
+        out = self._forward(pixel_values=x).last_hidden_state
         return out[:, self.num_prefix :, :].float()
 
     def fingerprint(self) -> str:
