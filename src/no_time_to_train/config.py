@@ -32,7 +32,15 @@ class MethodConfig:
         points_per_side: the point grid is ``points_per_side**2`` prompts.
         point_grid: *quirk* ``"border"`` = linspace(0, S-1, n) + 0.5 (includes the borders, the paper);
             ``"centered"`` = SAM's automatic-mask-generator grid ``(i + 0.5) / n * S``.
-        point_batch_size: prompts decoded per mask-decoder call (``"auto"`` adapts to free memory).
+        point_batch_size: prompts decoded per mask-decoder call. It never changes the results (each prompt is
+            decoded independently), only speed and peak memory. ``"auto"`` (default) picks the largest batch
+            that fits in half the free memory of the device, at most 1024 on CUDA and 64 on CPU, where larger
+            batches are no faster (``resources.auto_point_batch_size``); the paper used 256, which an
+            integer value reproduces.
+        prompt_mode: ``"grid"`` (the paper) prompts SAM2 with the ``points_per_side``² grid; ``"guided"`` is a
+            fast deviation that prompts only the ``guided_points`` DINOv2 patch centres most similar to any
+            class prototype (fewer decoder passes; the results differ from the paper's).
+        guided_points: number of prompts in ``"guided"`` mode.
         multimask_tokens: mask tokens the best-IoU choice is made among (the paper: 1, 2, 3).
         iou_threshold: proposals are kept when SAM2's predicted IoU is strictly greater.
         mask_threshold: mask logits strictly above it are foreground.
@@ -62,7 +70,9 @@ class MethodConfig:
     sam_image_size: int = 1024
     points_per_side: int = 32
     point_grid: str = "border"
-    point_batch_size: int | str = 256
+    point_batch_size: int | str = "auto"
+    prompt_mode: str = "grid"
+    guided_points: int = 256
     multimask_tokens: tuple[int, ...] = (1, 2, 3)
     iou_threshold: float = 0.4
     mask_threshold: float = 0.0
@@ -82,6 +92,7 @@ class MethodConfig:
         "ref_mask_sampling": ("top-left", "area"),
         "prototype": ("instance-mean", "pooled"),
         "point_grid": ("border", "centered"),
+        "prompt_mode": ("grid", "guided"),
         "nms_rank_by": ("predicted_iou", "score"),
         "mask_upsampling": ("direct", "sam"),
         "box_convention": ("inclusive", "exclusive"),
@@ -96,7 +107,7 @@ class MethodConfig:
             raise InputError(f"config: point_batch_size must be a positive integer or 'auto', got {self.point_batch_size!r}")
         if not self.multimask_tokens or not set(self.multimask_tokens) <= {1, 2, 3}:
             raise InputError(f"config: multimask_tokens must be a non-empty subset of 1, 2, 3, got {self.multimask_tokens}")
-        for name in ("points_per_side", "max_detections", "pre_merge_factor", "encoder_size", "sam_image_size"):
+        for name in ("points_per_side", "guided_points", "max_detections", "pre_merge_factor", "encoder_size", "sam_image_size"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         if self.encoder_size % 14:

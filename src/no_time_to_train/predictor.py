@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +19,7 @@ from .imageio import ImageLike, MaskLike, describe, load_image, load_mask
 from .matching import (
     batched_nms,
     classify,
+    guided_points,
     mask_boxes_inclusive,
     mask_embeddings,
     mask_extents,
@@ -38,6 +41,21 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 
 
+# Models loaded from files or ids, shared within the process while some segmenter holds them.
+_LOADED: "weakref.WeakValueDictionary[tuple, torch.nn.Module]" = weakref.WeakValueDictionary()
+
+
+def _source_key(src: Any) -> tuple:
+    """Identity of a model source: a path with its size and modification time, or the id itself."""
+    if src is None:
+        return (None,)
+    path = Path(src)
+    if path.exists():
+        stat = path.stat()
+        return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return (str(src),)
+
+
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -54,14 +72,39 @@ class Proposals:
     iou: torch.Tensor
 
 
+@dataclass
+class Candidates:
+    """Proposals that survived scoring and NMS, in ranking order (descending predicted IoU).
+
+    logits: ``(K, h, w)`` low-res mask logits; scores, labels: ``(K,)``; embeddings: ``(K, D)`` unit mask
+    features (used by soft merging).
+    """
+
+    logits: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    embeddings: torch.Tensor
+
+
 class ReferenceSegmenter:
     """Training-free reference-based instance segmentation.
 
     sam2, encoder: a Meta checkpoint file, a Hugging Face directory, a hub id, or an already-built
         transformers model; ``None`` picks the paper's models (SAM2 Hiera-L 2.0, DINOv2 ViT-L/14).
-        Models are loaded on first use: building a memory from masks never loads SAM2.
+        Models are loaded on first use: building a memory from masks never loads SAM2. A model loaded
+        from a file or id is shared by every segmenter of the process asking for the same weights,
+        device, dtype and attention implementation (it is loaded once).
     device, dtype: where and in which precision the models run (fp32 is the paper's setting).
     config: the method's hyper-parameters (paper values by default).
+
+    Fast modes, all off by default (the faithful setting); they change the numbers slightly, see
+    ``benchmarks/RESULTS.md`` for how much:
+        autocast: ``"bf16"`` / ``"fp16"`` runs the three model forwards under ``torch.autocast`` (weights
+            stay in ``dtype``; scoring, NMS and merging stay in fp32). Meant for CUDA.
+        compile: ``True`` (or a dict of ``torch.compile`` keyword arguments) compiles the SAM2 image
+            encoder, the mask decoder and DINOv2 on first use.
+        attn_implementation: a transformers attention backend for both models (``"sdpa"``, ``"eager"``,
+            ``"flash_attention_2"`` ...); ``None`` keeps the models' own (transformers' default is SDPA).
     """
 
     def __init__(
@@ -72,10 +115,19 @@ class ReferenceSegmenter:
         dtype: str | torch.dtype = "float32",
         config: MethodConfig | None = None,
         memory: str | os.PathLike | ReferenceMemory | None = None,
+        *,
+        autocast: str | torch.dtype | None = None,
+        compile: bool | dict = False,
+        attn_implementation: str | None = None,
     ):
         self.config = config or MethodConfig()
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype)
+        self.autocast = resolve_dtype(autocast) if autocast is not None else None
+        if self.autocast == torch.float32:
+            self.autocast = None
+        self.compile = ({} if compile is True else dict(compile)) if compile else None
+        self.attn_implementation = attn_implementation
         self._sam2_source, self._encoder_source = sam2, encoder
         self._sam2: Sam2Segmenter | None = None
         self._encoder: PatchEncoder | None = None
@@ -86,30 +138,36 @@ class ReferenceSegmenter:
             self.load_memory(memory)
 
     # -- models ----------------------------------------------------------------------------------------
+    def _model(self, src: Any, kind: str) -> torch.nn.Module:
+        if isinstance(src, torch.nn.Module):
+            model = src.to(self.device, self.dtype)
+        else:
+            key = (kind, _source_key(src), str(self.device), self.dtype, self.attn_implementation)
+            model = _LOADED.get(key)
+            if model is None:
+                from .models import checkpoints
+
+                load = checkpoints.load_sam2 if kind == "sam2" else checkpoints.load_encoder
+                model = load(src, device=self.device, dtype=self.dtype)
+                _LOADED[key] = model
+        if self.attn_implementation and model.config._attn_implementation != self.attn_implementation:
+            model.set_attn_implementation(self.attn_implementation)
+        return model
+
     @property
     def sam2(self) -> Sam2Segmenter:
         if self._sam2 is None:
-            src = self._sam2_source
-            if isinstance(src, torch.nn.Module):
-                model = src.to(self.device, self.dtype)
-            else:
-                from .models.checkpoints import load_sam2
-
-                model = load_sam2(src, device=self.device, dtype=self.dtype)
-            self._sam2 = Sam2Segmenter(model)
+            self._sam2 = Sam2Segmenter(self._model(self._sam2_source, "sam2"))
+            if self.compile is not None:
+                self._sam2.compile(**self.compile)
         return self._sam2
 
     @property
     def encoder(self) -> PatchEncoder:
         if self._encoder is None:
-            src = self._encoder_source
-            if isinstance(src, torch.nn.Module):
-                model = src.to(self.device, self.dtype)
-            else:
-                from .models.checkpoints import load_encoder
-
-                model = load_encoder(src, device=self.device, dtype=self.dtype)
-            self._encoder = PatchEncoder(model)
+            self._encoder = PatchEncoder(self._model(self._encoder_source, "encoder"))
+            if self.compile is not None:
+                self._encoder.compile(**self.compile)
             self.memory.check_encoder(self._encoder.describe())
         return self._encoder
 
@@ -190,23 +248,59 @@ class ReferenceSegmenter:
         return memory
 
     # -- prediction stages (each one job; the benchmark times them separately) --------------------------
+    def _autocast(self):
+        """Autocast context for the model forwards when a reduced-precision fast mode is on, else a no-op."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
+
+    def to_sam_frame(self, image: np.ndarray) -> torch.Tensor:
+        """The target squashed to the SAM frame: ``(3, S, S)`` in [0, 1] (PIL bicubic, METHOD.md 5.1)."""
+        return squash_for_sam(image, self.config.sam_image_size)
+
+    def encode_sam(self, t_sam: torch.Tensor) -> SamImageEmbedding:
+        """SAM2 image embedding of the squashed target (one Hiera pass)."""
+        with self._autocast():
+            return self.sam2.encode(t_sam, self.config.add_no_memory_embedding)
+
+    def encode_features(self, t_sam: torch.Tensor) -> torch.Tensor:
+        """DINOv2 patch tokens ``(G*G, D)`` float32 of the squashed target resized to 518²."""
+        with self._autocast():
+            return self.encoder.patch_tokens(resize_for_encoder(t_sam, self.config.encoder_size)[None])[0]
+
     def encode_target(self, image: np.ndarray) -> tuple[SamImageEmbedding, torch.Tensor]:
         """SAM2 embedding of the squashed image and DINOv2 tokens ``(G*G, D)`` of its 518² resize."""
-        cfg = self.config
-        t_sam = squash_for_sam(image, cfg.sam_image_size)
-        emb = self.sam2.encode(t_sam, cfg.add_no_memory_embedding)
-        tokens = self.encoder.patch_tokens(resize_for_encoder(t_sam, cfg.encoder_size)[None])[0]
-        return emb, tokens
+        t_sam = self.to_sam_frame(image)
+        return self.encode_sam(t_sam), self.encode_features(t_sam)
 
-    def propose(self, emb: SamImageEmbedding) -> Proposals:
-        """Decode the point grid in batches; keep the best token per prompt if its predicted IoU passes."""
+    def prompt_points(self, tokens: torch.Tensor | None = None, prototypes: torch.Tensor | None = None) -> torch.Tensor:
+        """Point prompts ``(P, 2)`` in the SAM frame.
+
+        ``prompt_mode="grid"`` (the paper): the ``points_per_side``² grid. ``"guided"`` (a fast deviation):
+        the centres of the ``guided_points`` DINOv2 patches most similar (cosine) to any prototype, in
+        row-major patch order; it needs the target's ``tokens`` and the ``prototypes``.
+        """
         cfg = self.config
-        points = point_grid(cfg.points_per_side, cfg.sam_image_size, cfg.point_grid)
+        if cfg.prompt_mode == "grid":
+            return point_grid(cfg.points_per_side, cfg.sam_image_size, cfg.point_grid)
+        if tokens is None or prototypes is None:
+            raise InputError("prompt_mode='guided' needs the target's DINOv2 tokens and the prototypes")
+        return guided_points(tokens, prototypes.to(tokens.device), cfg.guided_points, cfg.sam_image_size)
+
+    def propose(self, emb: SamImageEmbedding, tokens: torch.Tensor | None = None,
+                prototypes: torch.Tensor | None = None) -> Proposals:
+        """Decode the prompts in batches; keep the best token per prompt if its predicted IoU passes.
+
+        ``tokens``/``prototypes`` are only used by ``prompt_mode="guided"``.
+        """
+        cfg = self.config
+        points = self.prompt_points(tokens, prototypes)
         batch = self._point_batch_size()
         kept_logits, kept_iou = [], []
         for start in range(0, len(points), batch):  # every prompt, including a last partial batch
             pts = points[start : start + batch, None, :]
-            logits, iou = self.sam2.decode(emb, pts, torch.ones(len(pts), 1, dtype=torch.int32))
+            with self._autocast():
+                logits, iou = self.sam2.decode(emb, pts, torch.ones(len(pts), 1, dtype=torch.int32))
             logits, iou = select_best_token(logits.float(), iou.float(), cfg.multimask_tokens)
             keep = iou > cfg.iou_threshold
             kept_logits.append(logits[keep])
@@ -219,21 +313,27 @@ class ReferenceSegmenter:
             return int(bs)
         from .resources import auto_point_batch_size
 
-        return auto_point_batch_size(self.sam2, self.device)
+        return auto_point_batch_size(self.sam2, self.device, dtype=self.autocast)
 
     def predict(self, image: ImageLike) -> Detections:
         """Find every instance of the memory's categories in ``image`` (path, PIL image or array)."""
         prototypes = self.memory.prototypes(self.config.prototype)
         img = load_image(image)
         emb, tokens = self.encode_target(img)
-        proposals = self.propose(emb)
+        proposals = self.propose(emb, tokens, prototypes)
         return self.finish(proposals, tokens, prototypes, img.shape[:2])
 
     def finish(self, proposals: Proposals, tokens: torch.Tensor, prototypes: torch.Tensor,
                image_size: tuple[int, int]) -> Detections:
         """Score, NMS, upsample survivors, soft-merge and keep the top detections."""
+        return self.merge(self.select(proposals, tokens, prototypes), image_size)
+
+    def select(self, proposals: Proposals, tokens: torch.Tensor, prototypes: torch.Tensor) -> Candidates:
+        """Score every proposal against the prototypes, class-aware NMS, cap, drop non-positive scores.
+
+        Works on the low-res logits only; the survivors come out in NMS (ranking) order.
+        """
         cfg = self.config
-        names, ids = self.memory.category_names, self.memory.category_ids
         dev = tokens.device
         grid = cfg.encoder_size // 14
         masks_lr = proposals.logits.to(dev) > cfg.mask_threshold  # (N, h, w)
@@ -243,12 +343,18 @@ class ReferenceSegmenter:
         keep = batched_nms(mask_boxes_inclusive(masks_lr).to(dev), rank, labels, cfg.nms_threshold)
         keep = keep[: cfg.max_pre_merge]
         keep = keep[scores[keep] > 0]
-        if len(keep) == 0:
+        return Candidates(proposals.logits[keep].to(dev), scores[keep], labels[keep], emb[keep])
+
+    def merge(self, candidates: Candidates, image_size: tuple[int, int]) -> Detections:
+        """Upsample the survivors to the image, soft-merge their scores and keep the top detections."""
+        cfg = self.config
+        names, ids = self.memory.category_names, self.memory.category_ids
+        if len(candidates.scores) == 0:
             return Detections.empty(image_size, names, category_ids=ids, box_convention=cfg.box_convention)
-        masks = upsample_masks(proposals.logits[keep].to(dev), image_size, cfg.mask_threshold, cfg.mask_upsampling)
-        scores, labels, emb = scores[keep], labels[keep], emb[keep]
+        masks = upsample_masks(candidates.logits, image_size, cfg.mask_threshold, cfg.mask_upsampling)
+        scores, labels = candidates.scores, candidates.labels
         if cfg.soft_merge:
-            scores = scores * soft_merge_decay(masks, emb, labels, cfg.merge_exponent)
+            scores = scores * soft_merge_decay(masks, candidates.embeddings, labels, cfg.merge_exponent)
         order = torch.sort(scores, descending=True, stable=True).indices[: cfg.max_detections]
         if cfg.score_threshold is not None:
             order = order[scores[order] > cfg.score_threshold]

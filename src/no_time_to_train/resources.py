@@ -6,8 +6,17 @@ import os
 
 import torch
 
-# Measured peak of SAM2's mask decoder (256-wide, 64x64 embedding, fp32): about 11 GiB per 256 prompts.
-_BYTES_PER_PROMPT_FP32_256 = 11 * 2**30 / 256
+# Peak memory of SAM2's mask decoder per prompt (decoder width 256, 64x64 embedding, fp32), measured with
+# ``benchmarks/bench.py --probe-decoder`` on CPU (see benchmarks/RESULTS.md): the shared-image decoder
+# (``Sam2Segmenter._decode_shared_image``) peaks at about 31 MiB per prompt (mostly the upscaling to 256x256
+# of each prompt's image embedding). transformers' own decoder, which also copies the image embedding, its
+# positional encoding and the high-resolution maps per prompt, needs about 43 MiB (11 GiB per 256 prompts).
+_BYTES_PER_PROMPT_FP32_256 = 31 * 2**20
+
+# Decoder batch caps. On a 2-core CPU, time per prompt was best at 64 prompts per call (92, 60, 55, 61, 80 ms
+# at 16, 32, 64, 128, 256) while memory grows linearly; on a GPU a larger batch keeps the device busy.
+CPU_BATCH_CAP = 64
+CUDA_BATCH_CAP = 1024
 
 
 def available_memory(device: torch.device) -> int:
@@ -25,12 +34,26 @@ def available_memory(device: torch.device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def auto_point_batch_size(sam2, device: torch.device, fraction: float = 0.5, cap: int = 1024) -> int:
-    """Largest decoder batch using at most ``fraction`` of free memory, between 1 and ``cap``.
+def decoder_bytes_per_prompt(sam2, dtype: torch.dtype | None = None) -> float:
+    """Estimated peak bytes per prompt of the mask decoder, scaled by its width and the element size.
 
-    The estimate scales the measured per-prompt peak by the decoder width and element size.
+    ``dtype``: the precision the decoder computes in (autocast); defaults to the model's.
     """
     width = int(sam2.model.config.mask_decoder_config.hidden_size)
-    elem = torch.finfo(sam2.dtype).bits // 8
-    per_prompt = _BYTES_PER_PROMPT_FP32_256 * (width / 256) * (elem / 4)
+    elem = torch.finfo(dtype or sam2.dtype).bits // 8
+    return _BYTES_PER_PROMPT_FP32_256 * (width / 256) * (elem / 4)
+
+
+def auto_point_batch_size(
+    sam2, device: torch.device, fraction: float = 0.5, cap: int | None = None, dtype: torch.dtype | None = None
+) -> int:
+    """Largest decoder batch using at most ``fraction`` of free memory, between 1 and ``cap``.
+
+    ``cap`` defaults to :data:`CUDA_BATCH_CAP` on CUDA and :data:`CPU_BATCH_CAP` elsewhere. The batch size
+    never changes the results, only speed and peak memory.
+    """
+    device = torch.device(device)
+    if cap is None:
+        cap = CUDA_BATCH_CAP if device.type == "cuda" else CPU_BATCH_CAP
+    per_prompt = decoder_bytes_per_prompt(sam2, dtype)
     return max(1, min(cap, int(available_memory(device) * fraction // per_prompt)))
