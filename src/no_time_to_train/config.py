@@ -59,6 +59,8 @@ class MethodConfig:
         box_convention: *quirk* ``"inclusive"`` writes COCO ``w = x_max - x_min`` with inclusive pixel
             indices, 1 px short (the paper); ``"exclusive"`` writes the true pixel extent.
         score_threshold: detections scoring at or below are dropped at the end (None = keep all, the paper).
+        negative_temperature: how strongly negative references (an extension, off unless a memory holds
+            some) lower a category's score: ``s * exp(-max(0, s_neg - s) / T)``; 0.8 as the authors' code.
     """
 
     # reference encoding
@@ -87,6 +89,7 @@ class MethodConfig:
     mask_upsampling: str = "direct"
     box_convention: str = "inclusive"
     score_threshold: float | None = None
+    negative_temperature: float = 0.8
 
     _CHOICES = {
         "ref_mask_sampling": ("top-left", "area"),

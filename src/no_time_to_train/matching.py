@@ -101,12 +101,20 @@ def mask_embeddings_dense(masks: torch.Tensor, tokens: torch.Tensor, grid: int) 
     return F.normalize(emb, dim=1)
 
 
-def classify(embeddings: torch.Tensor, prototypes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def classify(
+    embeddings: torch.Tensor,
+    prototypes: torch.Tensor,
+    negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
+    temperature: float = 0.8,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Clamped cosine to each prototype, one label per mask: scores ``(N,)``, labels ``(N,)``.
 
     embeddings: ``(N, D)`` unit vectors (or zero); prototypes: ``(C, D)`` unit vectors.
+    negatives: optional ``(labels (M,), unit vectors (M, D))``, applied with :func:`negative_adjusted`.
     """
     sim = (embeddings @ prototypes.T).clamp(min=0.0)
+    if negatives is not None:
+        sim = negative_adjusted(sim, embeddings, negatives[0], negatives[1], temperature)
     scores, labels = sim.max(dim=1)
     return scores, labels
 
@@ -228,3 +236,25 @@ def soft_merge_decay(
         ratio = torch.where(earlier, ratio, torch.zeros_like(ratio))
         ios[idx] = ratio.max(dim=1).values
     return (1.0 - ios).clamp(min=0.0).pow(exponent).float()
+
+
+def negative_adjusted(
+    sim: torch.Tensor, embeddings: torch.Tensor, neg_labels: torch.Tensor, neg_vectors: torch.Tensor,
+    temperature: float = 0.8,
+) -> torch.Tensor:
+    """Scores lowered by negative examples (an extension; the rule of METHOD.md 3.3).
+
+    sim: ``(N, C)`` clamped cosines to the prototypes; embeddings: ``(N, D)`` unit mask features;
+    neg_labels ``(M,)`` / neg_vectors ``(M, D)`` unit vectors of examples of what a category is NOT.
+    For each category c with negatives, ``s_neg = max_k max(0, e . n_ck)`` and
+    ``s <- s * exp(-max(0, s_neg - s) / temperature)``; categories without negatives are unchanged.
+    """
+    if len(neg_labels) == 0:
+        return sim
+    neg_sim = (embeddings @ neg_vectors.to(embeddings).T).clamp(min=0)  # (N, M)
+    worst = torch.zeros_like(sim)
+    worst.scatter_reduce_(1, neg_labels.to(sim.device).expand(len(sim), -1), neg_sim, reduce="amax")
+    has_neg = torch.zeros(sim.shape[1], dtype=torch.bool, device=sim.device)
+    has_neg[neg_labels.to(sim.device)] = True
+    factor = torch.exp(-(worst - sim).clamp(min=0) / temperature)
+    return torch.where(has_neg, sim * factor, sim)

@@ -31,6 +31,7 @@ from .matching import (
 from .memory import ReferenceMemory
 from .models.dinov2 import PatchEncoder
 from .models.sam2 import Sam2Segmenter, SamImageEmbedding
+from .prompts import mask_from_prompt
 from .references import encode_references, prepare_reference
 from .transforms import resize_for_encoder, squash_for_sam
 from .types import Detections
@@ -62,6 +63,11 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
+
+
+def _jsonable(value):
+    """Prompt values (tuples, arrays) as plain lists for the memory's JSON metadata."""
+    return np.asarray(value, dtype=float).round(2).tolist()
 
 
 @dataclass
@@ -182,18 +188,26 @@ class ReferenceSegmenter:
         mask: MaskLike | None = None,
         *,
         category: str,
+        box: Sequence[float] | None = None,
+        points: Sequence[Sequence[float]] | None = None,
         category_id: int | None = None,
         crop_box: Sequence[float] | None = None,
+        negative: bool = False,
         source: dict | None = None,
     ) -> int:
         """Add one reference instance of ``category`` and return its row in the memory.
 
-        image: path, PIL image or ``(H, W, 3)`` uint8 array. mask: ``(H, W)`` bool array or a mask file at the
-        image's resolution. crop_box: optional ``(x0, y0, x1, y1)`` to centre the context crop on (default:
-        the mask's tight box). source: free-form provenance stored in the memory (e.g. file name, ids).
+        image: path, PIL image or ``(H, W, 3)`` uint8 array. Give exactly one of:
+          mask: ``(H, W)`` bool array or a mask file at the image's resolution;
+          box: ``(x0, y0, x1, y1)`` pixels; SAM2 turns it into a mask (single-mask output);
+          points: clicks ``[(x, y, 1), (x, y, 0), ...]`` (1 object, 0 background); SAM2 makes the mask.
+        crop_box: optional ``(x0, y0, x1, y1)`` to centre the context crop on (default: the given box, else
+        the mask's tight box). negative: an example of what ``category`` is NOT (an extension, see
+        ``MethodConfig.negative_temperature``). source: free-form provenance stored in the memory.
         """
-        return self.add_references([dict(image=image, mask=mask, category=category, category_id=category_id,
-                                         crop_box=crop_box, source=source)])[0]
+        return self.add_references([dict(image=image, mask=mask, box=box, points=points, category=category,
+                                         category_id=category_id, crop_box=crop_box, negative=negative,
+                                         source=source)])[0]
 
     def add_references(self, items: Sequence[dict], batch_size: int = 8) -> list[int]:
         """Add many references at once (encoded in batches). Each item takes :meth:`add_reference`'s arguments.
@@ -208,6 +222,10 @@ class ReferenceSegmenter:
             rows.append(len(self.memory) - 1)
         return rows
 
+    def reference_mask(self, image: ImageLike, *, box=None, points=None, name: str = "reference") -> np.ndarray:
+        """The ``(H, W)`` bool mask SAM2 makes for a box or clicks on ``image`` (what box/point references use)."""
+        return mask_from_prompt(self.sam2, load_image(image), box=box, points=points, name=name)[0]
+
     def encode_references(self, items: Sequence[dict], batch_size: int = 8):
         """Reference vectors without touching the memory.
 
@@ -220,14 +238,24 @@ class ReferenceSegmenter:
                 raise InputError("add_reference: category must be a non-empty string")
             image_src = item["image"]
             name = f"reference {describe(image_src)} ({category})"
+            prompts = [k for k in ("mask", "box", "points") if item.get(k) is not None]
+            if len(prompts) != 1:
+                raise InputError(f"{name}: give exactly one of mask, box or points (got {', '.join(prompts) or 'none'})")
             image = load_image(image_src)
-            if item.get("mask") is None:
-                raise InputError(f"{name}: a mask is required")
-            mask = load_mask(item["mask"], image.shape[:2], name=f"mask of {name}")
-            crops.append(prepare_reference(image, mask, self.config, item.get("crop_box"), name=name))
             src = dict(item.get("source") or {})
+            crop_box = item.get("crop_box")
+            if prompts == ["mask"]:
+                mask = load_mask(item["mask"], image.shape[:2], name=f"mask of {name}")
+            else:
+                mask, iou = mask_from_prompt(self.sam2, image, box=item.get("box"), points=item.get("points"), name=name)
+                src.update(prompt=prompts[0], prompt_value=_jsonable(item[prompts[0]]), sam2_iou=round(iou, 4))
+                if prompts == ["box"] and crop_box is None:
+                    crop_box = tuple(float(v) for v in item["box"])
+            crops.append(prepare_reference(image, mask, self.config, crop_box, name=name))
             if isinstance(image_src, (str, os.PathLike)):
                 src.setdefault("image", str(image_src))
+            if item.get("negative"):
+                src["negative"] = True
             meta.append((category, item.get("category_id"), src))
         vectors, weights = encode_references(self.encoder, crops, batch_size=batch_size)
         return vectors, weights, meta
@@ -338,7 +366,7 @@ class ReferenceSegmenter:
         grid = cfg.encoder_size // 14
         masks_lr = proposals.logits.to(dev) > cfg.mask_threshold  # (N, h, w)
         emb = mask_embeddings(masks_lr, tokens.float(), grid)
-        scores, labels = classify(emb, prototypes.to(dev))
+        scores, labels = classify(emb, prototypes.to(dev), self.memory.negatives(), cfg.negative_temperature)
         rank = proposals.iou.to(dev) if cfg.nms_rank_by == "predicted_iou" else scores
         keep = batched_nms(mask_boxes_inclusive(masks_lr).to(dev), rank, labels, cfg.nms_threshold)
         keep = keep[: cfg.max_pre_merge]

@@ -1,0 +1,88 @@
+"""Masks from boxes and clicks: SAM2 prompted on a reference image (the references' own mask maker).
+
+The original converts boxes to masks with a second model (SAM v1 ViT-H, single-mask output). Here the SAM2
+already loaded does it. Frames: boxes and points are given in original image pixels and mapped to the SAM
+frame (the image squashed to ``S``²); the chosen low-res mask is upsampled straight back to ``(H, W)``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .matching import select_best_token, upsample_masks
+from .models.sam2 import Sam2Segmenter
+from .transforms import squash_for_sam
+
+
+def check_box(box: Sequence[float], hw: tuple[int, int], name: str) -> tuple[float, float, float, float]:
+    """Validate an ``(x0, y0, x1, y1)`` pixel box against an ``(H, W)`` image."""
+    if len(box) != 4:
+        raise InputError(f"{name}: a box is (x0, y0, x1, y1), got {tuple(box)}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = hw
+    if not (x1 > x0 and y1 > y0):
+        raise InputError(f"{name}: the box {tuple(box)} has no area (need x1 > x0 and y1 > y0)")
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        raise InputError(f"{name}: the box {tuple(box)} lies outside the {w}x{h} image")
+    return x0, y0, x1, y1
+
+
+def check_points(points: Sequence[Sequence[float]], hw: tuple[int, int], name: str) -> np.ndarray:
+    """Validate clicks ``[(x, y, label), ...]`` (label 1 positive, 0 negative) -> ``(P, 3)`` float array."""
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 3 or len(arr) == 0:
+        raise InputError(f"{name}: points are [(x, y, label), ...] with label 1 (object) or 0 (background)")
+    if not set(arr[:, 2].tolist()) <= {0.0, 1.0}:
+        raise InputError(f"{name}: point labels must be 1 (object) or 0 (background), got {sorted(set(arr[:, 2]))}")
+    if not (arr[:, 2] == 1).any():
+        raise InputError(f"{name}: at least one positive point (label 1) is needed")
+    h, w = hw
+    outside = (arr[:, 0] < 0) | (arr[:, 0] >= w) | (arr[:, 1] < 0) | (arr[:, 1] >= h)
+    if outside.any():
+        raise InputError(f"{name}: point {tuple(arr[outside][0][:2])} is outside the {w}x{h} image")
+    return arr
+
+
+@torch.inference_mode()
+def mask_from_prompt(
+    sam2: Sam2Segmenter,
+    image: np.ndarray,
+    box: Sequence[float] | None = None,
+    points: Sequence[Sequence[float]] | None = None,
+    name: str = "reference",
+) -> tuple[np.ndarray, float]:
+    """SAM2's mask for a box or clicks on ``image (H, W, 3) uint8``: ``(H, W)`` bool and its predicted IoU.
+
+    A box uses SAM2's single-mask output (as the original's box-to-mask step). Clicks: one click takes the
+    best of the three multimask outputs by predicted IoU (a single click is ambiguous); several clicks use
+    the single-mask output. The stock SAM2 image predictor adds ``no_memory_embedding``; so does this step.
+    """
+    if (box is None) == (points is None):
+        raise InputError(f"{name}: give exactly one of box or points")
+    hw = image.shape[:2]
+    size = sam2.image_size
+    sx, sy = size / hw[1], size / hw[0]
+    emb = sam2.encode(squash_for_sam(image, size), add_no_memory_embedding=True)
+    if box is not None:
+        x0, y0, x1, y1 = check_box(box, hw, name)
+        boxes = torch.tensor([[x0 * sx, y0 * sy, x1 * sx, y1 * sy]], dtype=torch.float32)
+        logits, iou = sam2.decode(emb, boxes=boxes, multimask=False)
+        logits, iou = logits[:, 0], iou[:, 0]
+    else:
+        arr = check_points(points, hw, name)
+        pts = torch.tensor(arr[:, :2] * [sx, sy], dtype=torch.float32)[None]
+        labels = torch.tensor(arr[:, 2], dtype=torch.int32)[None]
+        multimask = len(arr) == 1
+        logits, iou = sam2.decode(emb, pts, labels, multimask=multimask)
+        if multimask:
+            logits, iou = select_best_token(logits.float(), iou.float())
+        else:
+            logits, iou = logits[:, 0], iou[:, 0]
+    mask = upsample_masks(logits.float(), hw)[0].cpu().numpy()
+    if not mask.any():
+        raise InputError(f"{name}: SAM2 found no object for this prompt; give a mask or a tighter box")
+    return mask, float(iou[0])
