@@ -51,3 +51,12 @@ def make_segmenter(tiny_sam2, tiny_encoder):
         return ReferenceSegmenter(sam2=tiny_sam2, encoder=tiny_encoder, config=cfg)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory, tiny_sam2, tiny_encoder):
+    """The tiny models saved as Hugging Face directories, as CLI arguments ``--sam2 DIR --encoder DIR``."""
+    d = tmp_path_factory.mktemp("models")
+    tiny_sam2.save_pretrained(d / "sam2")
+    tiny_encoder.save_pretrained(d / "dino")
+    return ["--sam2", str(d / "sam2"), "--encoder", str(d / "dino")]

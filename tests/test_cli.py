@@ -26,14 +26,6 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, tiny_sam2, tiny_encoder):
-    d = tmp_path_factory.mktemp("models")
-    tiny_sam2.save_pretrained(d / "sam2")
-    tiny_encoder.save_pretrained(d / "dino")
-    return ["--sam2", str(d / "sam2"), "--encoder", str(d / "dino")]
-
-
-@pytest.fixture(scope="module")
 def memory(tmp_path_factory, coco_mini, models):
     d = tmp_path_factory.mktemp("memory")
     ann = coco_mini / "annotations" / "instances_train2017.json"

@@ -17,14 +17,6 @@ COCO_TO_VOC = {"airplane": "aeroplane", "dining table": "diningtable", "motorcyc
                "potted plant": "pottedplant", "couch": "sofa", "tv": "tvmonitor"}
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, tiny_sam2, tiny_encoder):
-    d = tmp_path_factory.mktemp("models")
-    tiny_sam2.save_pretrained(d / "sam2")
-    tiny_encoder.save_pretrained(d / "dino")
-    return ["--sam2", str(d / "sam2"), "--encoder", str(d / "dino")]
-
-
 def _voc_like(coco_json: Path, n_images: int | None = None) -> dict:
     """coco-mini as a box-only VOC-style set: VOC names, 0-based ids, no masks. Couches are moved off the
     border so that 'sofa' (in every VOC split) has a valid 1-shot reference."""
