@@ -1,0 +1,536 @@
+"""What the browser app does, without Gradio: reference drafts, the memory, segmentation results, exports.
+
+``Draft`` is the reference being made in one browser tab (its image, clicks or box, and the mask SAM2 makes
+from them). ``Workspace`` is shared by every tab of one server (a local, single-user tool): it holds the
+segmenter and its memory, a thumbnail per reference (kept here, never written to the memory file), the
+detections of the last segmentation run (so that the score threshold filters without recomputing), and
+writes the exports. Every action that fails for a reason the user can fix raises :class:`InputError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..errors import InputError, NtttError
+from ..imageio import load_image, load_mask
+from ..types import Detections
+from ..visualize import category_color, instance_map, overlay
+
+POSITIVE = "Positive point"
+NEGATIVE = "Negative point"
+BOX = "Box (two corners)"
+CLICK_MODES = (POSITIVE, NEGATIVE, BOX)
+
+TABLE_COLUMNS = ["image", "category", "score", "x0", "y0", "x1", "y1"]
+
+_MASK_TINT = np.array((30, 144, 255), np.float32)
+_POS_COLOR = (40, 210, 70)
+_NEG_COLOR = (235, 45, 45)
+_BOX_COLOR = (255, 215, 0)
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Draft:
+    """The reference being made in one tab.
+
+    Prompts are either clicks (``points``: ``(x, y, 1|0)``) or a box (``box``, made from two corner clicks;
+    ``corner`` holds the first one until the second arrives), never both: SAM2 is prompted with one kind.
+    ``mask`` is SAM2's answer to the prompts, or an uploaded mask (``mask_source == "upload"``).
+    """
+
+    image: np.ndarray | None = None
+    name: str = ""
+    points: list[tuple[float, float, int]] = field(default_factory=list)
+    corner: tuple[float, float] | None = None
+    box: tuple[float, float, float, float] | None = None
+    mask: np.ndarray | None = None
+    mask_source: str | None = None
+    sam2_iou: float | None = None
+
+    def clear_prompts(self) -> None:
+        self.points, self.corner, self.box = [], None, None
+        self.mask, self.mask_source, self.sam2_iou = None, None, None
+
+    def describe(self) -> str:
+        """One line for the page: what the mask comes from."""
+        if self.image is None:
+            return "Upload a reference image, then click on the object."
+        h, w = self.image.shape[:2]
+        head = f"**{self.name or 'image'}** ({w}x{h}). "
+        if self.mask_source == "upload":
+            return head + f"Uploaded mask: {int(self.mask.sum())} px."
+        if self.corner is not None:
+            return head + f"First box corner at ({self.corner[0]:.0f}, {self.corner[1]:.0f}): click the opposite corner."
+        if self.mask is None:
+            return head + "Click on the object (positive point) or pick the box mode and click two corners."
+        if self.box is not None:
+            prompt = "box ({:.0f}, {:.0f}, {:.0f}, {:.0f})".format(*self.box)
+        else:
+            pos = sum(1 for p in self.points if p[2] == 1)
+            prompt = f"{pos} positive / {len(self.points) - pos} negative point(s)"
+        return head + f"SAM2 mask from {prompt}: {int(self.mask.sum())} px, predicted IoU {self.sam2_iou:.2f}."
+
+
+@dataclass
+class Result:
+    """One segmented target image: the image, its unfiltered detections, and the memory version used."""
+
+    name: str
+    image: np.ndarray
+    detections: Detections
+    memory_version: int
+
+
+class _CachedEncoder:
+    """A ``Sam2Segmenter`` look-alike that keeps the last image embedding, so that clicks on the same
+    reference image run only SAM2's prompt encoder and mask decoder, not the image encoder again."""
+
+    def __init__(self, sam2):
+        self._sam2 = sam2
+        self._key: tuple | None = None
+        self._value = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sam2, name)
+
+    def encode(self, image, add_no_memory_embedding: bool = False):
+        key = self._key
+        if key is not None and key[1] == add_no_memory_embedding and key[0].shape == image.shape \
+                and bool((key[0] == image).all()):
+            return self._value
+        self._value = self._sam2.encode(image, add_no_memory_embedding=add_no_memory_embedding)
+        self._key = (image.clone(), add_no_memory_embedding)
+        return self._value
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    stem, suffix = os.path.splitext(name)
+    k = 2
+    while f"{stem} ({k}){suffix}" in taken:
+        k += 1
+    return f"{stem} ({k}){suffix}"
+
+
+def _safe_stem(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._") or "image"
+    return stem
+
+
+def tint(image: np.ndarray, mask: np.ndarray, color, alpha: float = 0.45) -> np.ndarray:
+    """``image`` with ``mask`` blended towards ``color``."""
+    out = image.astype(np.float32).copy()
+    out[mask] = out[mask] * (1 - alpha) + np.asarray(color, np.float32) * alpha
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def draft_view(draft: Draft) -> np.ndarray | None:
+    """The draft's image with its mask tinted, the clicks as dots and the box (or first corner) drawn."""
+    if draft.image is None:
+        return None
+    img = draft.image if draft.mask is None else tint(draft.image, draft.mask, _MASK_TINT, 0.5)
+    pil = Image.fromarray(img)
+    draw = ImageDraw.Draw(pil)
+    h, w = draft.image.shape[:2]
+    r = max(3, round(min(h, w) / 90))
+    for x, y, label in draft.points:
+        color = _POS_COLOR if label == 1 else _NEG_COLOR
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=color, outline=(255, 255, 255), width=max(1, r // 3))
+    lw = max(2, r // 2)
+    if draft.box is not None:
+        x0, y0, x1, y1 = draft.box
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=_BOX_COLOR, width=lw)
+    if draft.corner is not None:
+        x, y = draft.corner
+        draw.line([x - 2 * r, y, x + 2 * r, y], fill=_BOX_COLOR, width=lw)
+        draw.line([x, y - 2 * r, x, y + 2 * r], fill=_BOX_COLOR, width=lw)
+    return np.asarray(pil)
+
+
+def thumbnail(image: np.ndarray, mask: np.ndarray, color, size: int = 128) -> np.ndarray:
+    """A small picture of a reference: the mask's box with a margin, the mask tinted in ``color``."""
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    mx, my = max(4, (x1 - x0) // 6), max(4, (y1 - y0) // 6)
+    x0, y0, x1, y1 = max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
+    crop = tint(image[y0:y1, x0:x1], mask[y0:y1, x0:x1], color, 0.4)
+    pil = Image.fromarray(crop)
+    pil.thumbnail((size, size), Image.BILINEAR)
+    return np.asarray(pil)
+
+
+def placeholder(category: str, color, size: int = 128, note: str = "loaded") -> np.ndarray:
+    """A tile for a reference whose picture is not known (it came from a memory file)."""
+    pil = Image.new("RGB", (size, size), tuple(int(c * 0.55) for c in color))
+    draw = ImageDraw.Draw(pil)
+    draw.text((8, size // 2 - 12), category[:18], fill=(255, 255, 255))
+    draw.text((8, size // 2 + 4), note, fill=(220, 220, 220))
+    return np.asarray(pil)
+
+
+class Workspace:
+    """The app's state: the segmenter with its memory, reference thumbnails, the last segmentation run.
+
+    segmenter: a :class:`~no_time_to_train.ReferenceSegmenter`. workdir: where exports are written
+    (default: a fresh temporary folder). Methods are safe to call from several threads (one lock).
+    """
+
+    def __init__(self, segmenter, workdir: str | os.PathLike | None = None, thumb_size: int = 128):
+        self.seg = segmenter
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="nttt-app-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.thumb_size = thumb_size
+        self.lock = threading.RLock()
+        self.version = 0  # bumped whenever the memory changes
+        self.results: list[Result] = []
+        self._thumbs: list[np.ndarray] = []
+        self._cached_sam2: _CachedEncoder | None = None
+        self._sync_thumbs()
+
+    # -- memory view -----------------------------------------------------------------------------------
+    @property
+    def memory(self):
+        return self.seg.memory
+
+    @property
+    def categories(self) -> list[str]:
+        return list(self.memory.category_names)
+
+    def _color(self, category: str) -> tuple[int, int, int]:
+        names = self.memory.category_names
+        return category_color(names.index(category) if category in names else len(names))
+
+    def _sync_thumbs(self) -> None:
+        """Give every reference without a thumbnail (e.g. loaded from a file) a placeholder tile."""
+        refs = self.memory.references
+        del self._thumbs[len(refs):]
+        for r in refs[len(self._thumbs):]:
+            self._thumbs.append(placeholder(r["category"], self._color(r["category"]), self.thumb_size))
+
+    def gallery(self) -> list[tuple[np.ndarray, str]]:
+        """``(thumbnail, caption)`` of every reference, grouped by category (memory order)."""
+        return [(self._thumbs[i], caption) for i, caption in self._gallery_rows()]
+
+    def gallery_index(self, position: int) -> int:
+        """The memory row of the ``position``-th gallery item."""
+        rows = self._gallery_rows()
+        if not 0 <= position < len(rows):
+            raise InputError("select a reference in the gallery first")
+        return rows[position][0]
+
+    def _gallery_rows(self) -> list[tuple[int, str]]:
+        with self.lock:
+            self._sync_thumbs()
+            refs = self.memory.references
+            rows = []
+            for name in self.memory.category_names:
+                k = 0
+                for i, r in enumerate(refs):
+                    if r["category"] == name:
+                        k += 1
+                        rows.append((i, f"{name} #{k}" + (" (negative)" if r.get("negative") else "")))
+            return rows
+
+    def summary(self) -> str:
+        """Markdown: references per category."""
+        if not len(self.memory):
+            return "The memory is empty: add a reference to start."
+        pos, neg = self.memory.counts(), self.memory.counts(negative=True)
+        parts = []
+        for name in self.memory.category_names:
+            text = f"**{name}**: {pos[name]}"
+            if neg[name]:
+                text += f" (+{neg[name]} negative)"
+            parts.append(text)
+        return f"{len(self.memory)} reference(s) in {len(parts)} categor{'y' if len(parts) == 1 else 'ies'}: " \
+               + ", ".join(parts)
+
+    # -- drafts ----------------------------------------------------------------------------------------
+    def new_draft(self, image, name: str = "") -> Draft:
+        """A draft for ``image`` (path, PIL image or array); ``name`` defaults to the file name."""
+        if image is None:
+            return Draft()
+        arr = load_image(image)
+        if not name and isinstance(image, (str, os.PathLike)):
+            name = Path(image).name
+        return Draft(image=arr, name=name or "image")
+
+    def click(self, draft: Draft, x: float, y: float, mode: str = POSITIVE) -> Draft:
+        """Add a click at pixel ``(x, y)`` and remake the mask with SAM2.
+
+        ``mode``: :data:`POSITIVE` / :data:`NEGATIVE` add a point (and drop a box); :data:`BOX` sets the first
+        corner, then the second one makes the box (and drops the points). An uploaded mask is replaced.
+        """
+        if draft.image is None:
+            raise InputError("upload a reference image first")
+        if mode not in CLICK_MODES:
+            raise InputError(f"unknown click mode {mode!r}")
+        h, w = draft.image.shape[:2]
+        x, y = float(min(max(x, 0), w - 1)), float(min(max(y, 0), h - 1))
+        if draft.mask_source == "upload":
+            draft.clear_prompts()
+        if mode == BOX:
+            draft.points = []
+            if draft.corner is None:
+                draft.corner, draft.box, draft.mask, draft.sam2_iou = (x, y), None, None, None
+                return draft
+            (cx, cy), draft.corner = draft.corner, None
+            box = (min(cx, x), min(cy, y), max(cx, x) + 1, max(cy, y) + 1)
+            if box[2] - box[0] < 3 or box[3] - box[1] < 3:
+                raise InputError("the box is too small: click two opposite corners of the object")
+            draft.box = box
+        else:
+            draft.box, draft.corner = None, None
+            draft.points.append((x, y, 1 if mode == POSITIVE else 0))
+        return self._remake_mask(draft)
+
+    def undo(self, draft: Draft) -> Draft:
+        """Drop the last click (or the box) and remake the mask."""
+        if draft.corner is not None:
+            draft.corner = None
+        elif draft.box is not None:
+            draft.box = None
+        elif draft.points:
+            draft.points.pop()
+        elif draft.mask_source == "upload":
+            draft.clear_prompts()
+        return self._remake_mask(draft)
+
+    def set_mask(self, draft: Draft, mask) -> Draft:
+        """Use an uploaded mask (path, PIL image or array at the image's size; non-zero = object)."""
+        if draft.image is None:
+            raise InputError("upload a reference image before its mask")
+        arr = load_mask(mask, draft.image.shape[:2], name="uploaded mask")
+        if not arr.any():
+            raise InputError("the uploaded mask is empty: it needs non-zero pixels on the object")
+        draft.clear_prompts()
+        draft.mask, draft.mask_source = arr, "upload"
+        return draft
+
+    def _remake_mask(self, draft: Draft) -> Draft:
+        draft.mask, draft.sam2_iou = None, None
+        draft.mask_source = None
+        if draft.box is None and not any(p[2] == 1 for p in draft.points):
+            return draft  # nothing to prompt with (yet): no positive click, no box
+        prompt = {"box": draft.box} if draft.box is not None else {"points": draft.points}
+        with self.lock:
+            mask, iou = self._prompt_sam2(draft.image, **prompt)
+        draft.mask, draft.sam2_iou = mask, iou
+        draft.mask_source = "box" if draft.box is not None else "points"
+        return draft
+
+    def _prompt_sam2(self, image: np.ndarray, **prompt) -> tuple[np.ndarray, float | None]:
+        """SAM2's mask for the prompt, re-using the image embedding across clicks on the same image."""
+        try:
+            from ..prompts import mask_from_prompt
+        except ImportError:  # pragma: no cover - the library's public path, without the embedding cache
+            return self.seg.reference_mask(image, **prompt), None
+        sam2 = self.seg.sam2
+        if self._cached_sam2 is None or self._cached_sam2._sam2 is not sam2:
+            self._cached_sam2 = _CachedEncoder(sam2)
+        name = "reference"
+        return mask_from_prompt(self._cached_sam2, image, name=name, **prompt)
+
+    # -- references ------------------------------------------------------------------------------------
+    def add_reference(self, draft: Draft, category: str, negative: bool = False) -> int:
+        """Encode the draft's mask as a reference of ``category``; returns its memory row.
+
+        The draft keeps its image and loses its prompts, ready for the next instance.
+        """
+        category = (category or "").strip()
+        if not category:
+            raise InputError("name the category before adding the reference")
+        if draft.image is None:
+            raise InputError("upload a reference image first")
+        if draft.mask is None or not draft.mask.any():
+            raise InputError("no mask yet: click on the object, draw a box or upload a mask")
+        source: dict[str, Any] = {"image": draft.name, "prompt": draft.mask_source or "mask"}
+        if draft.box is not None:
+            source["prompt_value"] = [round(v, 1) for v in draft.box]
+        elif draft.points:
+            source["prompt_value"] = [[round(x, 1), round(y, 1), int(lab)] for x, y, lab in draft.points]
+        if draft.sam2_iou is not None:
+            source["sam2_iou"] = round(float(draft.sam2_iou), 4)
+        with self.lock:
+            self._sync_thumbs()
+            row = self.seg.add_reference(draft.image, draft.mask, category=category, crop_box=draft.box,
+                                         negative=bool(negative), source=source)
+            self._thumbs.append(thumbnail(draft.image, draft.mask, self._color(category), self.thumb_size))
+            self.version += 1
+        draft.clear_prompts()
+        return row
+
+    def remove_category(self, name: str) -> int:
+        """Drop a category and all its references; returns how many were removed."""
+        with self.lock:
+            self._sync_thumbs()
+            if name not in self.memory.category_names:
+                raise InputError(f"no category {name!r} in the memory")
+            keep = [i for i, r in enumerate(self.memory.references) if r["category"] != name]
+            removed = self.seg.remove_category(name)
+            self._thumbs = [self._thumbs[i] for i in keep]
+            self.version += 1
+            return removed
+
+    def remove_reference(self, row: int) -> str:
+        """Drop one reference (memory row); a category left without references goes too. Returns its caption."""
+        with self.lock:
+            self._sync_thumbs()
+            mem = self.memory
+            if not 0 <= row < len(mem):
+                raise InputError("select a reference in the gallery first")
+            category = mem.references[row]["category"]
+            keep = [i for i in range(len(mem)) if i != row]
+            mem.vectors = mem.vectors[keep] if keep else mem.vectors[:0]
+            mem.weights = mem.weights[keep]
+            mem.references = [mem.references[i] for i in keep]
+            if not any(r["category"] == category for r in mem.references):
+                mem.categories = [c for c in mem.categories if c["name"] != category]
+            self._thumbs = [self._thumbs[i] for i in keep]
+            self.version += 1
+            return category
+
+    # -- memory files ----------------------------------------------------------------------------------
+    def save_memory(self, path: str | os.PathLike | None = None) -> Path:
+        with self.lock:
+            if not len(self.memory):
+                raise InputError("the memory is empty: add references before saving it")
+            return self.seg.save_memory(path or self.workdir / "memory.safetensors")
+
+    def load_memory(self, path: str | os.PathLike) -> int:
+        """Replace the memory by a saved one (a ``.safetensors`` memory file); returns its reference count."""
+        with self.lock:
+            self.seg.load_memory(path)
+            self._thumbs = []
+            self._sync_thumbs()
+            self.version += 1
+            return len(self.memory)
+
+    # -- segmentation ----------------------------------------------------------------------------------
+    @property
+    def stale(self) -> bool:
+        """True when the memory changed since the shown results were computed."""
+        return any(r.memory_version != self.version for r in self.results)
+
+    def segment(self, images: Sequence, progress: Progress | None = None) -> list[str]:
+        """Segment ``images`` (paths, or ``(name, image)`` pairs) with the memory; replaces the last run.
+
+        Returns one message per image that could not be read (those are skipped). Raises when the memory
+        has no usable references, or when no image could be segmented.
+        """
+        items = [(Path(im).name, im) if isinstance(im, (str, os.PathLike)) else tuple(im) for im in images]
+        if not items:
+            raise InputError("upload one or more target images first")
+        with self.lock:
+            if not len(self.memory):
+                raise InputError("no references yet: add at least one reference before segmenting")
+            self.memory.prototypes(self.seg.config.prototype)  # fails early on a category without references
+            results, errors, taken = [], [], set()
+            for k, (name, source) in enumerate(items):
+                if progress:
+                    progress(k / len(items), f"segmenting {name} ({k + 1}/{len(items)})")
+                try:
+                    img = load_image(source)
+                except InputError as exc:
+                    errors.append(f"{name}: {exc}")
+                    continue
+                dets = self.seg.predict(img)
+                name = _unique(str(name), taken)
+                taken.add(name)
+                results.append(Result(name, img, dets, self.version))
+            if progress:
+                progress(1.0, "done")
+            if not results:
+                raise InputError("no image could be segmented: " + "; ".join(errors))
+            self.results = results
+            return errors
+
+    def overlays(self, min_score: float = 0.0) -> list[tuple[Image.Image, str]]:
+        """Each result as ``(overlay picture, caption)``, keeping detections scoring above ``min_score``."""
+        out = []
+        for r in self.results:
+            n = int((r.detections.scores > min_score).sum())
+            out.append((overlay(r.image, r.detections, min_score=min_score),
+                        f"{r.name}: {n}/{len(r.detections)} shown"))
+        return out
+
+    def table(self, min_score: float = 0.0) -> list[list]:
+        """Rows ``image, category, score, x0, y0, x1, y1`` of the detections above ``min_score``."""
+        rows = []
+        for r in self.results:
+            d = r.detections.filter(min_score)
+            for name, score, box in zip(d.names, d.scores, d.boxes):
+                rows.append([r.name, name, round(float(score), 3), *(int(round(float(v))) for v in box)])
+        return rows
+
+    def counts(self, min_score: float = 0.0) -> tuple[int, int]:
+        """``(shown, total)`` detections over all results."""
+        total = sum(len(r.detections) for r in self.results)
+        return sum(int((r.detections.scores > min_score).sum()) for r in self.results), total
+
+    def coco_results(self, min_score: float = 0.0) -> list[dict]:
+        """COCO result dicts of every image (``image_id`` 1, 2, ... in upload order), with ``file_name`` and
+        ``category_name`` added (COCO tools ignore extra keys)."""
+        out = []
+        for image_id, r in enumerate(self.results, 1):
+            d = r.detections.filter(min_score)
+            for res, name in zip(d.to_coco(image_id), d.names):
+                res.update(file_name=r.name, category_name=name)
+                out.append(res)
+        return out
+
+    def export_results(self, min_score: float = 0.0, path: str | os.PathLike | None = None) -> Path:
+        """Write the COCO results JSON of the last run (detections above ``min_score``)."""
+        self._need_results()
+        path = Path(path or self.workdir / "results.json")
+        path.write_text(json.dumps(self.coco_results(min_score)))
+        return path
+
+    def export_masks(self, min_score: float = 0.0, path: str | os.PathLike | None = None) -> Path:
+        """A zip of ``masks/<image>.png`` (16-bit instance maps: 0 background, i = i-th detection of that
+        image in ``results.json``) and ``results.json``."""
+        self._need_results()
+        path = Path(path or self.workdir / "masks.zip")
+        stems: set[str] = set()
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for r in self.results:
+                stem = _unique(_safe_stem(r.name), stems)
+                stems.add(stem)
+                buf = _png_bytes(instance_map(r.detections.filter(min_score)))
+                zf.writestr(f"masks/{stem}.png", buf)
+            zf.writestr("results.json", json.dumps(self.coco_results(min_score)))
+        return path
+
+    def _need_results(self) -> None:
+        if not self.results:
+            raise InputError("nothing to export yet: segment some images first")
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def user_message(exc: BaseException) -> str:
+    """The text to show in the page for an error."""
+    if isinstance(exc, NtttError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
