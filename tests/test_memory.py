@@ -68,6 +68,15 @@ def test_add_after_load_and_remove_category(tmp_path):
         mem.remove_category("dog")
 
 
+def test_remove_single_reference():
+    mem = _memory()
+    assert mem.remove_reference(0) == "dog"
+    assert mem.counts() == {"dog": 1, "cat": 1} and mem.references[0]["image"] == "b.jpg"
+    assert mem.remove_reference(1) == "cat" and mem.category_names == ["dog"]  # last cat gone: category too
+    with pytest.raises(InputError, match="no reference 5"):
+        mem.remove_reference(5)
+
+
 def test_encoder_mismatch_is_refused():
     mem = _memory()
     mem.check_encoder(dict(ENC))

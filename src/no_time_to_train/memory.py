@@ -71,12 +71,25 @@ class ReferenceMemory:
     def remove_category(self, name: str) -> int:
         """Drop a category and all its references. Returns the number of references removed."""
         self.label_of(name)
-        keep = [i for i, r in enumerate(self.references) if r["category"] != name]
+        removed = self._keep_rows([i for i, r in enumerate(self.references) if r["category"] != name])
+        self.categories = [c for c in self.categories if c["name"] != name]
+        return removed
+
+    def remove_reference(self, row: int) -> str:
+        """Drop one reference (a row); a category left without any reference goes too. Returns its category."""
+        if not 0 <= row < len(self.references):
+            raise InputError(f"no reference {row}: the memory holds {len(self.references)} (rows 0..{len(self.references) - 1})")
+        category = self.references[row]["category"]
+        self._keep_rows([i for i in range(len(self.references)) if i != row])
+        if not any(r["category"] == category for r in self.references):
+            self.categories = [c for c in self.categories if c["name"] != category]
+        return category
+
+    def _keep_rows(self, keep: list[int]) -> int:
         removed = len(self.references) - len(keep)
         self.vectors = self.vectors[keep] if keep else self.vectors[:0]
         self.weights = self.weights[keep]
         self.references = [self.references[i] for i in keep]
-        self.categories = [c for c in self.categories if c["name"] != name]
         return removed
 
     # -- references ------------------------------------------------------------------------------------

@@ -391,16 +391,10 @@ class Workspace:
         """Drop one reference (memory row); a category left without references goes too. Returns its caption."""
         with self.lock:
             self._sync_thumbs()
-            mem = self.memory
-            if not 0 <= row < len(mem):
+            if not 0 <= row < len(self.memory):
                 raise InputError("select a reference in the gallery first")
-            category = mem.references[row]["category"]
-            keep = [i for i in range(len(mem)) if i != row]
-            mem.vectors = mem.vectors[keep] if keep else mem.vectors[:0]
-            mem.weights = mem.weights[keep]
-            mem.references = [mem.references[i] for i in keep]
-            if not any(r["category"] == category for r in mem.references):
-                mem.categories = [c for c in mem.categories if c["name"] != category]
+            keep = [i for i in range(len(self.memory)) if i != row]
+            category = self.memory.remove_reference(row)
             self._thumbs = [self._thumbs[i] for i in keep]
             self.version += 1
             return category
