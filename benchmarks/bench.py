@@ -1,0 +1,624 @@
+"""Speed and memory benchmark of ReferenceSegmenter, per image and per stage, plus fast modes vs the faithful path.
+
+    python benchmarks/bench.py --sam2 random --encoder random --size tiny --images DIR --out OUT.json \
+        [--device cpu|cuda] [--dtype float32|bfloat16] [--points-per-side N] [--max-images N] \
+        [--modes pps16,guided,bf16,...] [--probe-decoder] [--stress-post]
+
+``--sam2``/``--encoder`` take anything ReferenceSegmenter takes (Meta file, HF directory, hub id) or ``random``:
+a randomly initialised model of ``--size`` (test = the test-suite's tiny models, tiny = SAM2 Hiera-T + DINOv2 ViT-S/14, small = Hiera-S + ViT-B/14,
+large = Hiera-L + ViT-L/14, the paper's). Random weights give meaningful timings (the work per image does not
+depend on the weights, except how many proposals survive the filters: reported as ``proposals`` and
+``survivors``) but meaningless detections: never read accuracy into them.
+
+Stages, timed one after the other with CUDA synchronised around each (per image): image decode, preprocess
+(squash to the SAM frame), SAM2 encoder, DINOv2, mask decoder (all prompts, with best-token choice and IoU filter),
+scoring + NMS, upsampling + soft merging (+ top-k), RLE (``Detections.to_coco``). Peak memory per stage: process
+RSS high-water mark (reset before each stage through ``/proc/self/clear_refs``) and, on CUDA,
+``torch.cuda.max_memory_allocated``. ``images/s`` is the whole timed loop (I/O included) over the images.
+
+Fast modes (``--modes``, comma-separated; ``+`` combines, e.g. ``bf16+guided``): ``bf16``/``fp16`` (autocast),
+``sdpa``/``eager`` (attention implementation), ``compile`` (torch.compile), ``batch256``/``batch1024`` (decoder batch of 256 / 1024
+prompts), ``pps16`` (16x16 grid), ``guided`` (prompts at the 256 patches most similar to a prototype),
+``hf-decoder`` (transformers' own mask decoder, the path before the shared-image decoder). Each runs on the same
+images; the report gives its speed-up over the faithful run and its agreement with the faithful outputs: the
+fraction of faithful detections matched one-to-one by a detection of the same label with mask IoU >= 0.9, and
+the COCO AP (bbox and segm) of the mode's outputs scored against the faithful outputs taken as ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from no_time_to_train import MethodConfig, ReferenceSegmenter  # noqa: E402
+from no_time_to_train.imageio import load_image  # noqa: E402
+from no_time_to_train.predictor import Proposals  # noqa: E402
+
+COCO_MINI = ROOT.parent / "shared" / "data" / "coco-mini"
+SIZES = {"test": ("test-tiny", "test-tiny"), "tiny": ("tiny", "vits14"), "small": ("small", "vitb14"), "large": ("large", "vitl14")}
+STAGES = ("decode", "preprocess", "sam2_encoder", "dinov2", "mask_decoder", "score_nms", "upsample_merge", "rle")
+MODEL_STAGES = ("sam2_encoder", "dinov2", "mask_decoder")
+# references for the benchmark memory: (name, COCO category id)
+REF_CATEGORIES = (("person", 1), ("car", 3), ("dog", 18))
+
+
+# -- measurement helpers ------------------------------------------------------------------------------------
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's RSS high-water mark (Linux ``clear_refs`` 5). False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    kib = _status_kib("VmHWM")
+    if kib is None:  # no /proc: the lifetime peak from getrusage (KiB on Linux)
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib * 1024
+
+
+def rss_bytes() -> int:
+    kib = _status_kib("VmRSS")
+    return (kib or 0) * 1024
+
+
+class Timer:
+    """Runs stages one after the other and records wall time and peak memory of each."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.can_reset = reset_peak_rss()
+        self.process_peak = peak_rss_bytes()
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def run(self, record: dict, name: str, fn, *args, **kwargs):
+        self.sync()
+        self.process_peak = max(self.process_peak, peak_rss_bytes())
+        if self.can_reset:
+            reset_peak_rss()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.sync()
+        dt = time.perf_counter() - t0
+        peak = peak_rss_bytes()
+        self.process_peak = max(self.process_peak, peak)
+        record[name] = {"seconds": dt, "peak_rss": peak}
+        if self.cuda:
+            record[name]["cuda_peak"] = int(torch.cuda.max_memory_allocated(self.device))
+        return out
+
+
+# -- set-up ------------------------------------------------------------------------------------------------
+def build_models(args):
+    """Model objects (random) or sources (anything ReferenceSegmenter loads) for SAM2 and the encoder."""
+    sam_variant, vit_variant = SIZES[args.size]
+    sam2, encoder = args.sam2, args.encoder
+    if sam2 == "random" or encoder == "random":
+        from transformers import Dinov2Model, Sam2Model
+
+        from no_time_to_train.models.configs import dinov2_config, sam2_config, sam2_test_config
+
+        torch.manual_seed(0)
+        if sam2 == "random":
+            sam2 = Sam2Model(sam2_test_config() if args.size == "test" else sam2_config(sam_variant)).eval()
+        if encoder == "random":
+            encoder = Dinov2Model(dinov2_config(vit_variant)).eval()
+    return sam2, encoder
+
+
+def reference_items(n_per_class: int, images: list[Path]) -> list[dict]:
+    """A few references: the first valid instances of person/car/dog in coco-mini train, else synthetic boxes."""
+    ann_file = COCO_MINI / "annotations" / "instances_train2017.json"
+    items = []
+    if ann_file.is_file():
+        from pycocotools.coco import COCO
+
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(ann_file))
+        for name, cat_id in REF_CATEGORIES:
+            taken = 0
+            for ann in coco.loadAnns(coco.getAnnIds(catIds=[cat_id], iscrowd=False)):
+                if taken == n_per_class:
+                    break
+                if min(ann["bbox"][2:]) < 32:
+                    continue
+                info = coco.loadImgs(ann["image_id"])[0]
+                items.append(dict(image=str(COCO_MINI / "train2017" / info["file_name"]),
+                                  mask=coco.annToMask(ann).astype(bool), category=name, category_id=cat_id))
+                taken += 1
+        return items
+    for k, (name, cat_id) in enumerate(REF_CATEGORIES):  # synthetic: a centred box in a benchmark image
+        for j in range(n_per_class):
+            img = load_image(images[(k * n_per_class + j) % len(images)])
+            h, w = img.shape[:2]
+            mask = np.zeros((h, w), bool)
+            mask[h // 4 + 5 * k : 3 * h // 4, w // 4 : 3 * w // 4 - 5 * k] = True
+            items.append(dict(image=img, mask=mask, category=name, category_id=cat_id))
+    return items
+
+
+def list_images(folder: Path, limit: int | None) -> list[Path]:
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in exts)
+    if not paths:
+        raise SystemExit(f"no images in {folder}")
+    return paths[:limit] if limit else paths
+
+
+# -- one run over the images ---------------------------------------------------------------------------------
+def run_one(seg: ReferenceSegmenter, path: Path, i: int, timer: Timer, log=print) -> tuple[dict, list[dict]]:
+    """All stages of ``seg`` on one image, timed one by one; returns (record, COCO results)."""
+    prototypes = seg.memory.prototypes(seg.config.prototype)
+    rec: dict = {}
+    img = timer.run(rec, "decode", load_image, path)
+    t_sam = timer.run(rec, "preprocess", seg.to_sam_frame, img)
+    emb = timer.run(rec, "sam2_encoder", seg.encode_sam, t_sam)
+    tokens = timer.run(rec, "dinov2", seg.encode_features, t_sam)
+    props = timer.run(rec, "mask_decoder", seg.propose, emb, tokens, prototypes)
+    cand = timer.run(rec, "score_nms", seg.select, props, tokens, prototypes)
+    dets = timer.run(rec, "upsample_merge", seg.merge, cand, img.shape[:2])
+    coco = timer.run(rec, "rle", dets.to_coco, i)
+    total = sum(r["seconds"] for r in rec.values())
+    meta = {"image": path.name, "size": list(img.shape[:2]), "prompts": int(len(seg.prompt_points(tokens, prototypes))),
+            "proposals": int(len(props.iou)), "survivors": int(len(cand.scores)), "detections": len(dets),
+            "total_seconds": total}
+    log(f"  [{i + 1}] {path.name} {img.shape[1]}x{img.shape[0]}: {total:.2f} s "
+        f"(encoder {rec['sam2_encoder']['seconds']:.2f}, decoder {rec['mask_decoder']['seconds']:.2f}, "
+        f"dinov2 {rec['dinov2']['seconds']:.2f}, rest {total - sum(rec[s]['seconds'] for s in MODEL_STAGES):.2f}) "
+        f"proposals {meta['proposals']} survivors {meta['survivors']} detections {meta['detections']}")
+    return {"stages": rec, **meta}, coco
+
+
+def run_images(seg: ReferenceSegmenter, images: list[Path], timer: Timer, warmup: int = 0, log=print):
+    """Per-stage timings of ``seg`` on ``images``; returns (per-image records, COCO results per image, wall)."""
+    for path in images[:warmup]:
+        seg.predict(path)
+    records, outputs = [], []
+    t_start = time.perf_counter()
+    for i, path in enumerate(images):
+        rec, coco = run_one(seg, path, i, timer, log)
+        records.append(rec)
+        outputs.append(coco)
+    return records, outputs, time.perf_counter() - t_start
+
+
+def summarise(records: list[dict], wall: float) -> dict:
+    n = len(records)
+    per_image = sum(r["total_seconds"] for r in records) / n
+    stages = {}
+    for name in STAGES:
+        secs = [r["stages"][name]["seconds"] for r in records]
+        entry = {"mean_seconds": float(np.mean(secs)), "share": float(np.mean(secs) / per_image),
+                 "peak_rss": int(max(r["stages"][name]["peak_rss"] for r in records))}
+        if "cuda_peak" in records[0]["stages"][name]:
+            entry["cuda_peak"] = int(max(r["stages"][name]["cuda_peak"] for r in records))
+        stages[name] = entry
+    model = sum(stages[s]["mean_seconds"] for s in MODEL_STAGES)
+    return {
+        "images": n,
+        "mean_seconds_per_image": per_image,
+        "images_per_second": n / wall,
+        "wall_seconds": wall,
+        "overhead_outside_model_forwards": 1.0 - model / per_image,
+        "stages": stages,
+        "mean_proposals": float(np.mean([r["proposals"] for r in records])),
+        "mean_survivors": float(np.mean([r["survivors"] for r in records])),
+        "mean_detections": float(np.mean([r["detections"] for r in records])),
+        "peak_rss": max(st["peak_rss"] for st in stages.values()),
+        **({"cuda_peak": max(st["cuda_peak"] for st in stages.values())} if "cuda_peak" in stages["decode"] else {}),
+    }
+
+
+# -- agreement with the faithful outputs -------------------------------------------------------------------
+def agreement(faithful: list[list[dict]], fast: list[list[dict]], sizes: list[list[int]], cat_ids: list[int]) -> dict:
+    """Matched fraction at mask IoU >= 0.9 (same label, one-to-one) and COCO AP of ``fast`` vs ``faithful`` as GT."""
+    from pycocotools import mask as mask_utils
+
+    from no_time_to_train.evaluation import evaluate_coco
+
+    matched = total = 0
+    score_diffs = []
+    for ref, out in zip(faithful, fast):
+        total += len(ref)
+        if not ref or not out:
+            continue
+        iou = mask_utils.iou([d["segmentation"] for d in out], [d["segmentation"] for d in ref], [0] * len(ref))
+        iou = np.asarray(iou).reshape(len(out), len(ref))
+        same = np.array([[o["category_id"] == r["category_id"] for r in ref] for o in out])
+        iou = np.where(same, iou, -1.0)
+        used = np.zeros(len(out), bool)
+        for j in np.argsort([-r["score"] for r in ref], kind="stable"):
+            cand = np.where(~used & (iou[:, j] >= 0.9), iou[:, j], -1.0)
+            i = int(np.argmax(cand))
+            if cand[i] >= 0.9:
+                used[i] = True
+                matched += 1
+                score_diffs.append(abs(out[i]["score"] - ref[j]["score"]))
+    gt = {"images": [{"id": i, "height": h, "width": w} for i, (h, w) in enumerate(sizes)],
+          "categories": [{"id": c, "name": str(c)} for c in cat_ids], "annotations": []}
+    for dets in faithful:
+        for d in dets:
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": d["image_id"],
+                                      "category_id": d["category_id"], "segmentation": d["segmentation"],
+                                      "bbox": d["bbox"], "area": float(mask_utils.area(d["segmentation"])),
+                                      "iscrowd": 0})
+    results = [d for dets in fast for d in dets]
+    if gt["annotations"]:
+        metrics = evaluate_coco(gt, results, cat_ids)
+        ap = {"bbox": metrics["bbox"]["AP"], "segm": metrics["segm"]["AP"]}
+    else:
+        ap = {"bbox": None, "segm": None}
+    return {"matched_at_iou_0.9": matched / total if total else None, "faithful_detections": total,
+            "max_abs_score_diff_matched": float(max(score_diffs)) if score_diffs else None, "ap_vs_faithful": ap}
+
+
+# -- fast modes ---------------------------------------------------------------------------------------------
+def mode_options(mode: str, device: torch.device) -> tuple[dict, dict, str | None]:
+    """``(segmenter kwargs, config overrides, reason to skip or None)`` of a ``+``-combined mode name."""
+    kwargs: dict = {}
+    overrides: dict = {}
+    for part in mode.split("+"):
+        if part in ("bf16", "fp16"):
+            if part == "fp16" and device.type != "cuda":
+                return kwargs, overrides, "fp16 autocast is CUDA-only here"
+            kwargs["autocast"] = part
+        elif part in ("sdpa", "eager"):
+            kwargs["attn_implementation"] = part
+        elif part == "compile":
+            kwargs["compile"] = True
+        elif part in ("batch256", "batch1024"):
+            overrides["point_batch_size"] = int(part[5:])
+        elif part == "pps16":
+            overrides["points_per_side"] = 16
+        elif part == "guided":
+            overrides["prompt_mode"] = "guided"
+        elif part == "hf-decoder":
+            kwargs["_hf_decoder"] = True
+        else:
+            raise SystemExit(f"unknown mode {part!r}")
+    return kwargs, overrides, None
+
+
+def make_segmenter(sam2, encoder, args, config: MethodConfig, memory=None, **kwargs) -> ReferenceSegmenter:
+    hf_decoder = kwargs.pop("_hf_decoder", False)
+    seg = ReferenceSegmenter(sam2=sam2, encoder=encoder, device=args.device, dtype=args.dtype, config=config,
+                             memory=memory, **kwargs)
+    seg.sam2, seg.encoder  # load now (model loading is not part of the per-image figures)
+    if hf_decoder:
+        seg.sam2.shared_image_decoder = False
+    return seg
+
+
+# -- probes ---------------------------------------------------------------------------------------------------
+def probe_decoder(seg: ReferenceSegmenter, image: Path, sizes=(8, 32), repeats: int = 3) -> dict:
+    """Peak memory and time of one mask-decoder call at two batch sizes, for both decoders, interleaved.
+
+    Memory: the RSS high-water mark above the RSS before the call (CUDA: max allocated above allocated);
+    bytes per prompt = the slope between the two batch sizes. Time: the best of ``repeats``.
+    """
+    from no_time_to_train.matching import point_grid
+
+    emb = seg.encode_sam(seg.to_sam_frame(load_image(image)))
+    pts = point_grid(32, seg.config.sam_image_size)
+    cuda = seg.device.type == "cuda"
+    res: dict = {"shared_image": {}, "transformers": {}}
+    for rep in range(repeats + 1):  # the first round warms up
+        for name, shared in (("shared_image", True), ("transformers", False)):
+            seg.sam2.shared_image_decoder = shared
+            for b in sizes:
+                base = rss_bytes()
+                reset_peak_rss()
+                if cuda:
+                    torch.cuda.synchronize(seg.device)
+                    torch.cuda.reset_peak_memory_stats(seg.device)
+                    cbase = torch.cuda.memory_allocated(seg.device)
+                t0 = time.perf_counter()
+                seg.sam2.decode(emb, pts[:b, None], torch.ones(b, 1, dtype=torch.int32))
+                if cuda:
+                    torch.cuda.synchronize(seg.device)
+                dt = time.perf_counter() - t0
+                if rep == 0:
+                    continue
+                entry = res[name].setdefault(str(b), {"rss_delta": 0, "seconds_per_prompt": float("inf")})
+                entry["rss_delta"] = max(entry["rss_delta"], peak_rss_bytes() - base)
+                entry["seconds_per_prompt"] = min(entry["seconds_per_prompt"], dt / b)
+                if cuda:
+                    entry["cuda_delta"] = max(entry.get("cuda_delta", 0),
+                                              torch.cuda.max_memory_allocated(seg.device) - cbase)
+    seg.sam2.shared_image_decoder = True
+    lo, hi = (str(b) for b in sizes)
+    key = "cuda_delta" if cuda else "rss_delta"
+    return {name: {"batches": v, "bytes_per_prompt": (v[hi][key] - v[lo][key]) / (sizes[1] - sizes[0])}
+            for name, v in res.items()}
+
+
+def synthetic_proposals(n: int, size: int = 256, seed: int = 0) -> Proposals:
+    """``n`` elliptic blob proposals of varied size and place (a stand-in for real SAM2 masks)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    c = torch.rand(n, 2, generator=g) * size
+    r = 4 + torch.rand(n, 2, generator=g) * 60
+    logits = torch.empty(n, size, size)
+    for s in range(0, n, 64):
+        cs, rs = c[s : s + 64], r[s : s + 64]
+        d = ((xx - cs[:, 0, None, None]) / rs[:, 0, None, None]) ** 2 + ((yy - cs[:, 1, None, None]) / rs[:, 1, None, None]) ** 2
+        logits[s : s + 64] = (1 - d) * 8
+    return Proposals(logits, 0.4 + 0.6 * torch.rand(n, generator=g))
+
+
+def stress_post(seg: ReferenceSegmenter, image: Path, timer: Timer, n: int = 1024, repeats: int = 2) -> dict:
+    """Post-processing stages on ``n`` synthetic proposals (many NMS survivors: the worst case)."""
+    img = load_image(image)
+    tokens = seg.encode_features(seg.to_sam_frame(img))
+    prototypes = seg.memory.prototypes(seg.config.prototype)
+    props = synthetic_proposals(n)
+    props = Proposals(props.logits.to(seg.device), props.iou.to(seg.device))
+    runs = []
+    for _ in range(repeats):
+        rec: dict = {}
+        cand = timer.run(rec, "score_nms", seg.select, props, tokens, prototypes)
+        dets = timer.run(rec, "upsample_merge", seg.merge, cand, img.shape[:2])
+        timer.run(rec, "rle", dets.to_coco, 0)
+        runs.append(rec)
+    best = {k: min(r[k]["seconds"] for r in runs) for k in runs[0]}
+    return {"proposals": n, "survivors": int(len(cand.scores)), "detections": len(dets), "image_size": list(img.shape[:2]),
+            "seconds_min_of_%d" % repeats: best, "peak_rss": max(r[k]["peak_rss"] for r in runs for k in r)}
+
+
+# -- report -----------------------------------------------------------------------------------------------------
+def _mib(b) -> str:
+    return "-" if b is None else f"{b / 2**20:,.0f}"
+
+
+def markdown(report: dict) -> str:
+    s = report["faithful"]
+    lines = [f"### {report['setting']}", "",
+             f"Machine: {report['machine']}. Images: {s['images']} from `{report['images_dir']}` "
+             f"(mean {s['mean_proposals']:.0f} proposals, {s['mean_survivors']:.0f} NMS survivors, "
+             f"{s['mean_detections']:.0f} detections per image). Load average (1, 5, 15 min) before / after: "
+             f"{' / '.join(', '.join(f'{v:.1f}' for v in la) for la in report['load_average_before_after'])}.", "",
+             "| stage | mean s / image | share | peak RSS MiB" + (" | peak CUDA MiB |" if report["device"] == "cuda" else " |"),
+             "|---|---:|---:|---:" + ("|---:|" if report["device"] == "cuda" else "|")]
+    for name in STAGES:
+        st = s["stages"][name]
+        row = f"| {name} | {st['mean_seconds']:.3f} | {100 * st['share']:.1f} % | {_mib(st['peak_rss'])}"
+        row += f" | {_mib(st.get('cuda_peak'))} |" if report["device"] == "cuda" else " |"
+        lines.append(row)
+    lines += ["", f"- per image: **{s['mean_seconds_per_image']:.2f} s**; whole run: **{s['images_per_second']:.4f} images/s** "
+                  f"({s['wall_seconds']:.1f} s for {s['images']} images, I/O included"
+                  + ("; modes interleaved image by image, so from the per-image times" if report.get("interleaved") else "") + ")",
+              f"- overhead outside the three model forwards (SAM2 encoder, mask decoder, DINOv2): "
+              f"**{100 * s['overhead_outside_model_forwards']:.1f} %** of per-image time",
+              f"- peak RSS of this run: **{s['peak_rss'] / 2**30:.2f} GiB**"
+              + (f", peak CUDA memory {s['cuda_peak'] / 2**30:.2f} GiB" if "cuda_peak" in s else "")
+              + f" (whole process, all modes and probes included: {report['process_peak_rss'] / 2**30:.2f} GiB); "
+              f"decoder batch: {report['point_batch_size']}; model build/load: {report['model_load_seconds']:.1f} s"]
+    if report.get("decoder_probe"):
+        p = report["decoder_probe"]
+        lines.append("- mask-decoder peak memory per prompt: shared-image decoder "
+                     f"**{p['shared_image']['bytes_per_prompt'] / 2**20:.1f} MiB**, transformers' decoder "
+                     f"{p['transformers']['bytes_per_prompt'] / 2**20:.1f} MiB; best time per prompt at batch "
+                     + " / ".join(p["shared_image"]["batches"]) + ": "
+                     + ", ".join(f"{name} " + " / ".join(f"{v['seconds_per_prompt'] * 1000:.0f}" for v in p[name]["batches"].values())
+                                 + " ms" for name in ("shared_image", "transformers")))
+    if report.get("stress_post"):
+        st = report["stress_post"]
+        secs = next(v for k, v in st.items() if k.startswith("seconds_min"))
+        lines.append(f"- post-processing worst case ({st['proposals']} synthetic proposals, {st['survivors']} NMS survivors, "
+                     f"{st['detections']} detections, {st['image_size'][1]}x{st['image_size'][0]}): "
+                     + ", ".join(f"{k} {v:.3f} s" for k, v in secs.items()))
+    if report.get("modes"):
+        lines += ["", "| mode | s / image | speed-up | peak RSS GiB | matched @ IoU 0.9 | AP segm vs faithful | AP bbox vs faithful | max abs score diff (matched) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, m in report["modes"].items():
+            if "skipped" in m:
+                lines.append(f"| {name} | skipped: {m['skipped']} | | | | | | |")
+                continue
+            a = m["agreement"]
+            f = lambda v, pct=True: "-" if v is None else (f"{100 * v:.1f} %" if pct else f"{v:.2e}")  # noqa: E731
+            lines.append(f"| {name} | {m['summary']['mean_seconds_per_image']:.2f} | {m['speedup']:.2f}x | "
+                         f"{m['summary']['peak_rss'] / 2**30:.2f} | "
+                         f"{f(a['matched_at_iou_0.9'])} | {f(a['ap_vs_faithful']['segm'])} | {f(a['ap_vs_faithful']['bbox'])} | "
+                         f"{f(a['max_abs_score_diff_matched'], False)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sam2", required=True, help="SAM2 checkpoint/dir/hub id, or 'random'")
+    p.add_argument("--encoder", required=True, help="DINOv2 checkpoint/dir/hub id, or 'random'")
+    p.add_argument("--images", required=True, type=Path, help="folder of target images")
+    p.add_argument("--out", required=True, type=Path, help="JSON report (a .md table is written beside it)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--size", default="tiny", choices=list(SIZES), help="architecture of 'random' models")
+    p.add_argument("--points-per-side", type=int, default=32)
+    p.add_argument("--point-batch-size", default="auto", help="decoder batch: an integer or 'auto'")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--refs-per-class", type=int, default=2, help="references per class (3 classes)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed images first (default: 1 on CUDA, 0 on CPU)")
+    p.add_argument("--modes", default="", help="comma-separated fast modes to compare with the faithful run")
+    p.add_argument("--probe-decoder", action="store_true", help="measure the decoder's peak memory per prompt")
+    p.add_argument("--stress-post", type=int, default=0, metavar="N",
+                   help="also time scoring/NMS/merging/RLE on N synthetic proposals (worst case)")
+    p.add_argument("--interleave", action="store_true",
+                   help="run every image through the faithful path and every mode in turn (fair on a busy machine; "
+                        "images/s then comes from the per-image times)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    load_before = os.getloadavg()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available")
+    warmup = args.warmup if args.warmup is not None else (1 if device.type == "cuda" else 0)
+    images = list_images(args.images, args.max_images)
+    pbs = args.point_batch_size if args.point_batch_size == "auto" else int(args.point_batch_size)
+    config = MethodConfig(points_per_side=args.points_per_side, point_batch_size=pbs)
+
+    t0 = time.perf_counter()
+    sam2, encoder = build_models(args)
+    faithful = make_segmenter(sam2, encoder, args, config)
+    load_seconds = time.perf_counter() - t0
+    faithful.add_references(reference_items(args.refs_per_class, images))
+    cat_ids = [int(i) for i in faithful.memory.category_ids]
+    timer = Timer(device)
+    setting = (f"SAM2 {args.sam2 if args.sam2 != 'random' else 'random ' + SIZES[args.size][0]}, DINOv2 "
+               f"{args.encoder if args.encoder != 'random' else 'random ' + SIZES[args.size][1]}, {args.device}, "
+               f"{args.dtype}, {args.points_per_side}x{args.points_per_side} prompts")
+    print(f"{setting}: {len(images)} images, memory of {len(faithful.memory)} references ({', '.join(faithful.categories)})")
+
+    models = (faithful.sam2.model, faithful.encoder.model)
+    orig_attn = {id(m): m.config._attn_implementation for m in models}
+
+    def activate(seg: ReferenceSegmenter) -> None:
+        """Give the shared models the attention backend ``seg`` asks for (modes must not leak into others)."""
+        for m in models:
+            want = seg.attn_implementation or orig_attn[id(m)]
+            if m.config._attn_implementation != want:
+                m.set_attn_implementation(want)
+
+    modes: dict[str, ReferenceSegmenter] = {}
+    report_modes: dict[str, dict] = {}
+    for mode in [m for m in args.modes.split(",") if m]:
+        kwargs, overrides, skip = mode_options(mode, device)
+        if skip:
+            report_modes[mode] = {"skipped": skip, "options": kwargs, "config_overrides": overrides}
+            continue
+        try:
+            modes[mode] = make_segmenter(sam2 if isinstance(sam2, torch.nn.Module) else faithful.sam2.model,
+                                         encoder if isinstance(encoder, torch.nn.Module) else faithful.encoder.model,
+                                         args, config.replace(**overrides), memory=faithful.memory, **kwargs)
+            report_modes[mode] = {"options": {k: v for k, v in kwargs.items()}, "config_overrides": overrides}
+        except Exception as exc:  # noqa: BLE001 - one failing mode must not lose the others' figures
+            report_modes[mode] = {"skipped": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
+        finally:
+            activate(faithful)
+
+    results: dict[str, tuple[list, list, float]] = {}
+    if args.interleave:  # every image through every mode in turn: a fair comparison on a busy machine
+        runs = {"faithful": faithful, **modes}
+        for name, seg in runs.items():
+            activate(seg)
+            for path in images[:warmup]:
+                seg.predict(path)
+        recs: dict[str, list] = {name: [] for name in runs}
+        outs: dict[str, list] = {name: [] for name in runs}
+        for i, path in enumerate(images):
+            for name, seg in list(runs.items()):
+                print(f"{name}:")
+                activate(seg)
+                try:
+                    rec, coco = run_one(seg, path, i, timer)
+                except Exception as exc:  # noqa: BLE001
+                    if name == "faithful":
+                        raise
+                    report_modes[name] = {"skipped": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
+                    del runs[name], modes[name]
+                    continue
+                recs[name].append(rec)
+                outs[name].append(coco)
+        activate(faithful)
+        for name in runs:
+            results[name] = (recs[name], outs[name], sum(r["total_seconds"] for r in recs[name]))
+    else:
+        print("faithful (fp32 settings as given):")
+        results["faithful"] = run_images(faithful, images, timer, warmup)
+    records, outputs, wall = results["faithful"]
+    summary = summarise(records, wall)
+    report = {
+        "setting": setting,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} threads"
+                   + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+        "argv": sys.argv,
+        "device": device.type,
+        "images_dir": str(args.images),
+        "interleaved": bool(args.interleave),
+        "model_load_seconds": load_seconds,
+        "point_batch_size": faithful._point_batch_size(),
+        "faithful": summary,
+        "per_image": records,
+    }
+    sizes = [r["size"] for r in records]
+    if args.probe_decoder:
+        print("decoder memory probe ...")
+        report["decoder_probe"] = probe_decoder(faithful, images[0])
+    if args.stress_post:
+        print(f"post-processing stress on {args.stress_post} synthetic proposals ...")
+        report["stress_post"] = stress_post(faithful, images[0], timer, args.stress_post)
+
+    report["modes"] = report_modes
+    for mode, seg in modes.items():
+        if mode not in results:
+            print(f"mode {mode}:")
+            activate(seg)
+            try:
+                results[mode] = run_images(seg, images, timer, warmup)
+            except Exception as exc:  # noqa: BLE001
+                report_modes[mode] = {"skipped": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
+                continue
+            finally:
+                activate(faithful)
+        m_records, m_outputs, m_wall = results[mode]
+        m_summary = summarise(m_records, m_wall)
+        report_modes[mode].update(
+            summary=m_summary, speedup=summary["mean_seconds_per_image"] / m_summary["mean_seconds_per_image"],
+            agreement=agreement(outputs, m_outputs, sizes, cat_ids), per_image=m_records,
+        )
+    report["process_peak_rss"] = max(timer.process_peak, peak_rss_bytes())
+    report["load_average_before_after"] = [list(load_before), list(os.getloadavg())]
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    md = markdown(report)
+    args.out.with_suffix(".md").write_text(md)
+    print()
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
