@@ -111,7 +111,7 @@ class Sam2Segmenter:
         bxs = boxes.to(dev, dt)[None] if boxes is not None else None
         sparse, dense = self.model.prompt_encoder(input_points=pts, input_labels=lbl, input_boxes=bxs, input_masks=None)
         if self.shared_image_decoder and multimask:
-            return self._decode_impl(emb, sparse[0], dense)
+            return self._decode_impl(emb, sparse[0], dense, self._positional_tokens())
         masks, iou, _, _ = self.model.mask_decoder(
             image_embeddings=emb.embedding,
             image_positional_embeddings=self._positional(),
@@ -123,11 +123,13 @@ class Sam2Segmenter:
         return masks[0], iou[0]
 
     def _decode_shared_image(
-        self, emb: SamImageEmbedding, sparse: torch.Tensor, dense: torch.Tensor
+        self, emb: SamImageEmbedding, sparse: torch.Tensor, dense: torch.Tensor, key_pe: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """transformers' ``Sam2MaskDecoder.forward`` (multimask output) for ``B`` prompts on ONE image.
 
-        sparse: ``(B, T, C)`` prompt tokens; dense: the no-mask embedding ``(1, C, h, w)``.
+        sparse: ``(B, T, C)`` prompt tokens; dense: the no-mask embedding ``(1, C, h, w)``; key_pe: the image-wide
+        positional embedding as tokens ``(1, h*w, C)`` (computed once, outside: no state changes in here, so
+        that a compiled version is not recompiled after the first call).
         The maths is the decoder's, operation for operation, called through its own submodules; what
         differs is only how the image is shared between prompts. transformers copies the image embedding,
         its positional encoding and both high-resolution maps once per prompt (``repeat_interleave``) and
@@ -144,7 +146,6 @@ class Sam2Segmenter:
         tokens = torch.cat((output_tokens.expand(b, -1, -1), sparse), dim=1).to(dec.iou_token.weight.dtype)
         point_pe = tokens  # (B, T, C): the prompt tokens are also the queries' positional embedding
         keys = (emb.embedding + dense).flatten(2).transpose(1, 2)  # (1, h*w, C), shared until layer 0 updates it
-        key_pe = self._positional_tokens()  # (1, h*w, C)
         queries = point_pe
         for layer in tr.layers:
             shared = keys.shape[0] == 1
