@@ -24,7 +24,8 @@ import torch
 from transformers import Dinov2Model, Dinov2WithRegistersModel, PreTrainedModel, Sam2Model
 
 from ..errors import CheckpointError
-from .dinov2_keys import flatten_chunks, dinov2_hf_to_meta, dinov2_meta_to_hf
+from .dinov2_keys import dinov2_hf_to_meta, dinov2_meta_to_hf, flatten_chunks
+from .keymap import few
 from .sam2_keys import sam2_hf_to_meta, sam2_meta_to_hf
 
 __all__ = [
@@ -60,12 +61,6 @@ _DINOV2_CLASSES = {"dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithReg
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-def _few(keys, n: int = 5) -> str:
-    keys = sorted(keys)
-    more = f" (and {len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
 def _short(exc: BaseException, limit: int = 200) -> str:
     text = str(exc).strip().splitlines()
     text = text[0] if text else type(exc).__name__
@@ -114,7 +109,7 @@ def _describe(sd: Mapping[str, torch.Tensor]) -> str:
         return "a Meta DINOv2 checkpoint"
     if "embeddings.cls_token" in sd:
         return "a transformers DINOv2 state dict (pass the directory that holds it with its config.json)"
-    return f"an unrecognised state dict (keys such as {_few(keys, 3)})"
+    return f"an unrecognised state dict (keys such as {few(keys, 3)})"
 
 
 def _read_state_dict(path: Path, what: str, hint: str) -> dict[str, torch.Tensor]:
@@ -143,7 +138,7 @@ def _read_state_dict(path: Path, what: str, hint: str) -> dict[str, torch.Tensor
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if len(tensors) != len(obj):
         others = [str(k) for k in obj if k not in tensors]
-        raise CheckpointError(f"{path} is not a {what} state dict (non-tensor entries: {_few(others)}). {hint}")
+        raise CheckpointError(f"{path} is not a {what} state dict (non-tensor entries: {few(others)}). {hint}")
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
@@ -165,12 +160,12 @@ def _instantiate(model_cls, config, hf_sd: dict[str, torch.Tensor], path: Path, 
             pass
     unexpected = [k for k in hf_sd if k not in expected]
     if missing or unexpected:
-        parts = [f"missing {len(missing)} weight(s): {_few(missing)}"] if missing else []
-        parts += [f"unexpected weight(s): {_few(unexpected)}"] if unexpected else []
+        parts = [f"missing {len(missing)} weight(s): {few(missing)}"] if missing else []
+        parts += [f"unexpected weight(s): {few(unexpected)}"] if unexpected else []
         raise CheckpointError(f"checkpoint {path} does not match the inferred architecture: " + "; ".join(parts))
     bad = [f"{k} {tuple(hf_sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if v.shape != hf_sd[k].shape]
     if bad:
-        raise CheckpointError(f"checkpoint {path} has tensors of inconsistent shapes: {_few(bad, 3)}")
+        raise CheckpointError(f"checkpoint {path} has tensors of inconsistent shapes: {few(bad, 3)}")
     model.load_state_dict(hf_sd, strict=True, assign=True)
     return _finish(model, device, dtype)
 
@@ -181,7 +176,7 @@ def _load_hf(model_cls, source: str | Path, device, dtype, what: str):
     missing = sorted(info.get("missing_keys") or [])
     mismatched = info.get("mismatched_keys") or []
     if missing or mismatched:
-        detail = f"missing weights {_few(missing)}" if missing else f"mismatched shapes {_few(map(str, mismatched))}"
+        detail = f"missing weights {few(missing)}" if missing else f"mismatched shapes {few(map(str, mismatched))}"
         raise CheckpointError(f"{what} weights in {source} are incomplete: {detail}")
     return _finish(model, device, dtype)
 
@@ -190,7 +185,7 @@ def _dir_model_type(path: Path, what: str, hint: str) -> str:
     config = path / "config.json"
     if not config.is_file():
         files = sorted(p.name for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
-        extra = f" It holds {_few(files, 3)}: pass the checkpoint file itself." if files else ""
+        extra = f" It holds {few(files, 3)}: pass the checkpoint file itself." if files else ""
         raise CheckpointError(f"{path} is not a Hugging Face {what} directory (no config.json).{extra} {hint}")
     try:
         return str(json.loads(config.read_text()).get("model_type", ""))

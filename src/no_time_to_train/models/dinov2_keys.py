@@ -16,6 +16,7 @@ from transformers import Dinov2Config, Dinov2WithRegistersConfig
 
 from ..errors import CheckpointError
 from .configs import DINOV2_VARIANTS, dinov2_config_for
+from .keymap import few, rename
 
 _WB = r"\.(weight|bias)$"
 _BLOCK = r"^blocks\.(\d+)\."
@@ -54,24 +55,11 @@ _HF_QKV = re.compile(_L + r"attention\.(q_proj|k_proj|v_proj)" + _WB)
 _HF_GLU = re.compile(_L + r"mlp\.(gate_proj|up_proj)" + _WB)
 
 
-def _few(keys, n: int = 5) -> str:
-    keys = sorted(keys)
-    more = f" (and {len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
 def flatten_chunks(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
     """``blocks.{chunk}.{i}.x`` (Meta's block-chunked models) -> ``blocks.{i}.x``; other dicts unchanged."""
     if not any(_CHUNKED.match(k) for k in state_dict):
         return state_dict
     return {_CHUNKED.sub(r"blocks.\1.", k): v for k, v in state_dict.items()}
-
-
-def _rename(key: str, table) -> str | None:
-    for pattern, repl in table:
-        if pattern.match(key):
-            return pattern.sub(repl, key)
-    return None
 
 
 def dinov2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -92,14 +80,14 @@ def dinov2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
             out[f"encoder.layer.{m.group(1)}.mlp.gate_proj.{m.group(2)}"] = gate
             out[f"encoder.layer.{m.group(1)}.mlp.up_proj.{m.group(2)}"] = up
             continue
-        new = _rename(key, _META_TO_HF_RE)
+        new = rename(key, _META_TO_HF_RE)
         if new is None:
             unknown.append(key)
         else:
             out[new] = value
     if unknown:
         raise CheckpointError(
-            f"DINOv2 checkpoint has {len(unknown)} key(s) that match no DINOv2 weight: {_few(unknown)}"
+            f"DINOv2 checkpoint has {len(unknown)} key(s) that match no DINOv2 weight: {few(unknown)}"
         )
     return out
 
@@ -115,13 +103,13 @@ def dinov2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
             meta = "attn.qkv" if m.group(2).endswith(("q_proj", "k_proj", "v_proj")) else "mlp.w12"
             parts.setdefault((f"blocks.{m.group(1)}.{meta}", m.group(3)), {})[m.group(2)] = value
             continue
-        new = _rename(key, _HF_TO_META_RE)
+        new = rename(key, _HF_TO_META_RE)
         if new is None:
             unknown.append(key)
         else:
             out[new] = value
     if unknown:
-        raise CheckpointError(f"transformers DINOv2 state dict has keys with no Meta counterpart: {_few(unknown)}")
+        raise CheckpointError(f"transformers DINOv2 state dict has keys with no Meta counterpart: {few(unknown)}")
     for (prefix, kind), group in parts.items():
         order = ("q_proj", "k_proj", "v_proj") if prefix.endswith("qkv") else ("gate_proj", "up_proj")
         missing = [n for n in order if n not in group]

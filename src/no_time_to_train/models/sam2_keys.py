@@ -24,6 +24,7 @@ from .configs import (
     sam2_config,
     sam2_variant_for,
 )
+from .keymap import few, rename
 
 logger = logging.getLogger(__name__)
 
@@ -155,19 +156,6 @@ def is_sam2_video_only_key(key: str) -> bool:
     return key in SAM2_VIDEO_ONLY_KEYS or key.startswith(SAM2_VIDEO_ONLY_PREFIXES)
 
 
-def _few(keys, n: int = 5) -> str:
-    keys = sorted(keys)
-    more = f" (and {len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def _rename(key: str, table) -> str | None:
-    for pattern, repl in table:
-        if pattern.match(key):
-            return pattern.sub(repl, key)
-    return None
-
-
 def sam2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a Meta SAM2 state dict to transformers' ``Sam2Model`` keys (no config inference, no shape checks).
 
@@ -199,14 +187,14 @@ def sam2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
             name = "proj_in" if idx == 0 else "proj_out" if idx == depth - 1 else f"layers.{idx - 1}"
             out[f"{_mlp_prefix_meta_to_hf(prefix)}.{name}.{kind}"] = value
             continue
-        new = _rename(key, _META_TO_HF_RE)
+        new = rename(key, _META_TO_HF_RE)
         if new is None:
             unknown.append(key)
         else:
             out[new] = value
     if unknown:
         raise CheckpointError(
-            f"SAM2 checkpoint has {len(unknown)} key(s) that match no SAM2 image-model weight: {_few(unknown)}"
+            f"SAM2 checkpoint has {len(unknown)} key(s) that match no SAM2 image-model weight: {few(unknown)}"
         )
     if points:
         if sorted(points) != list(range(len(points))):
@@ -243,13 +231,13 @@ def sam2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
             idx = 0 if name == "proj_in" else depth - 1 if name == "proj_out" else int(name.split(".")[1]) + 1
             out[f"{_mlp_prefix_hf_to_meta(prefix)}.layers.{idx}.{kind}"] = value
             continue
-        new = _rename(key, _HF_TO_META_RE)
+        new = rename(key, _HF_TO_META_RE)
         if new is None:
             unknown.append(key)
         else:
             out[new] = value
     if unknown:
-        raise CheckpointError(f"transformers SAM2 state dict has keys with no Meta counterpart: {_few(unknown)}")
+        raise CheckpointError(f"transformers SAM2 state dict has keys with no Meta counterpart: {few(unknown)}")
     pe = [state_dict[k] for k in _PE_HF if k in state_dict]
     if pe:
         if len(pe) == 2 and not (pe[0].is_meta or pe[1].is_meta) and not torch.equal(pe[0], pe[1]):
