@@ -16,6 +16,7 @@ import numpy as np
 from .data.coco import CocoDataset
 from .distributed import DistContext
 from .evaluation import evaluate_coco, write_metrics
+from .imageio import load_image
 from .memory import ReferenceMemory
 from .resultstore import ResultStore, write_json_atomic
 from .runner import decode_vector, run_images, run_references
@@ -59,7 +60,8 @@ def fill_memory(
         r = unique[key]
         x, y, w, h = r["bbox"]
         image = dataset.image_path(r["image_id"])
-        if from_boxes:
+        if from_boxes:  # decode once: the array serves SAM2's box prompt and the reference crop
+            image = load_image(image)
             mask = seg.reference_mask(image, box=(x, y, x + w, y + h), name=f"reference {key}")
         else:
             mask = dataset.ann_mask(r["annotation_id"])
