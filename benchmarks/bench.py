@@ -2,7 +2,7 @@
 
     python benchmarks/bench.py --sam2 random --encoder random --size tiny --images DIR --out OUT.json \
         [--device cpu|cuda] [--dtype float32|bfloat16] [--points-per-side N] [--max-images N] \
-        [--modes pps16,guided,bf16,...] [--probe-decoder] [--stress-post]
+        [--modes pps16,guided,bf16,...] [--probe-decoder] [--stress-post N] [--evaluate]
 
 ``--sam2``/``--encoder`` take anything ReferenceSegmenter takes (Meta file, HF directory, hub id) or ``random``:
 a randomly initialised model of ``--size`` (test = the test-suite's tiny models, tiny = SAM2 Hiera-T + DINOv2 ViT-S/14, small = Hiera-S + ViT-B/14,
@@ -14,7 +14,10 @@ Stages, timed one after the other with CUDA synchronised around each (per image)
 (squash to the SAM frame), SAM2 encoder, DINOv2, mask decoder (all prompts, with best-token choice and IoU filter),
 scoring + NMS, upsampling + soft merging (+ top-k), RLE (``Detections.to_coco``). Peak memory per stage: process
 RSS high-water mark (reset before each stage through ``/proc/self/clear_refs``) and, on CUDA,
-``torch.cuda.max_memory_allocated``. ``images/s`` is the whole timed loop (I/O included) over the images.
+``torch.cuda.max_memory_allocated``. ``images/s`` is the whole timed loop (I/O included) over the images;
+``--evaluate`` also times a whole ``nttt evaluate`` run over them (prefetching loader, result store, COCOeval).
+The JSON report holds per-stage mean seconds and peak memory; a markdown table is written beside it, and
+``python benchmarks/bench_report.py A.json B.json ...`` puts several reports (sizes, dtypes, devices) in one table.
 
 Fast modes (``--modes``, comma-separated; ``+`` combines, e.g. ``bf16+guided``): ``bf16``/``fp16`` (autocast),
 ``sdpa``/``eager`` (attention implementation), ``compile`` (torch.compile), ``batch256``/``batch1024`` (decoder batch of 256 / 1024
@@ -31,7 +34,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -45,82 +47,18 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench_compare import agreement  # noqa: E402
+from bench_measure import Timer, peak_rss_bytes  # noqa: E402
+from bench_probes import evaluate_run, probe_decoder, stress_post  # noqa: E402
+from bench_report import MODEL_STAGES, markdown, summarise  # noqa: E402
+
 from no_time_to_train import MethodConfig, ReferenceSegmenter  # noqa: E402
 from no_time_to_train.imageio import load_image  # noqa: E402
-from no_time_to_train.predictor import Proposals  # noqa: E402
 
 COCO_MINI = ROOT.parent / "shared" / "data" / "coco-mini"
 SIZES = {"test": ("test-tiny", "test-tiny"), "tiny": ("tiny", "vits14"), "small": ("small", "vitb14"), "large": ("large", "vitl14")}
-STAGES = ("decode", "preprocess", "sam2_encoder", "dinov2", "mask_decoder", "score_nms", "upsample_merge", "rle")
-MODEL_STAGES = ("sam2_encoder", "dinov2", "mask_decoder")
 # references for the benchmark memory: (name, COCO category id)
 REF_CATEGORIES = (("person", 1), ("car", 3), ("dog", 18))
-
-
-# -- measurement helpers ------------------------------------------------------------------------------------
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the process's RSS high-water mark (Linux ``clear_refs`` 5). False where not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int:
-    kib = _status_kib("VmHWM")
-    if kib is None:  # no /proc: the lifetime peak from getrusage (KiB on Linux)
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib * 1024
-
-
-def rss_bytes() -> int:
-    kib = _status_kib("VmRSS")
-    return (kib or 0) * 1024
-
-
-class Timer:
-    """Runs stages one after the other and records wall time and peak memory of each."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.cuda = device.type == "cuda"
-        self.can_reset = reset_peak_rss()
-        self.process_peak = peak_rss_bytes()
-
-    def sync(self):
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-
-    def run(self, record: dict, name: str, fn, *args, **kwargs):
-        self.sync()
-        self.process_peak = max(self.process_peak, peak_rss_bytes())
-        if self.can_reset:
-            reset_peak_rss()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.sync()
-        dt = time.perf_counter() - t0
-        peak = peak_rss_bytes()
-        self.process_peak = max(self.process_peak, peak)
-        record[name] = {"seconds": dt, "peak_rss": peak}
-        if self.cuda:
-            record[name]["cuda_peak"] = int(torch.cuda.max_memory_allocated(self.device))
-        return out
 
 
 # -- set-up ------------------------------------------------------------------------------------------------
@@ -220,76 +158,6 @@ def run_images(seg: ReferenceSegmenter, images: list[Path], timer: Timer, warmup
     return records, outputs, time.perf_counter() - t_start
 
 
-def summarise(records: list[dict], wall: float) -> dict:
-    n = len(records)
-    per_image = sum(r["total_seconds"] for r in records) / n
-    stages = {}
-    for name in STAGES:
-        secs = [r["stages"][name]["seconds"] for r in records]
-        entry = {"mean_seconds": float(np.mean(secs)), "share": float(np.mean(secs) / per_image),
-                 "peak_rss": int(max(r["stages"][name]["peak_rss"] for r in records))}
-        if "cuda_peak" in records[0]["stages"][name]:
-            entry["cuda_peak"] = int(max(r["stages"][name]["cuda_peak"] for r in records))
-        stages[name] = entry
-    model = sum(stages[s]["mean_seconds"] for s in MODEL_STAGES)
-    return {
-        "images": n,
-        "mean_seconds_per_image": per_image,
-        "images_per_second": n / wall,
-        "wall_seconds": wall,
-        "overhead_outside_model_forwards": 1.0 - model / per_image,
-        "stages": stages,
-        "mean_proposals": float(np.mean([r["proposals"] for r in records])),
-        "mean_survivors": float(np.mean([r["survivors"] for r in records])),
-        "mean_detections": float(np.mean([r["detections"] for r in records])),
-        "peak_rss": max(st["peak_rss"] for st in stages.values()),
-        **({"cuda_peak": max(st["cuda_peak"] for st in stages.values())} if "cuda_peak" in stages["decode"] else {}),
-    }
-
-
-# -- agreement with the faithful outputs -------------------------------------------------------------------
-def agreement(faithful: list[list[dict]], fast: list[list[dict]], sizes: list[list[int]], cat_ids: list[int]) -> dict:
-    """Matched fraction at mask IoU >= 0.9 (same label, one-to-one) and COCO AP of ``fast`` vs ``faithful`` as GT."""
-    from pycocotools import mask as mask_utils
-
-    from no_time_to_train.evaluation import evaluate_coco
-
-    matched = total = 0
-    score_diffs = []
-    for ref, out in zip(faithful, fast):
-        total += len(ref)
-        if not ref or not out:
-            continue
-        iou = mask_utils.iou([d["segmentation"] for d in out], [d["segmentation"] for d in ref], [0] * len(ref))
-        iou = np.asarray(iou).reshape(len(out), len(ref))
-        same = np.array([[o["category_id"] == r["category_id"] for r in ref] for o in out])
-        iou = np.where(same, iou, -1.0)
-        used = np.zeros(len(out), bool)
-        for j in np.argsort([-r["score"] for r in ref], kind="stable"):
-            cand = np.where(~used & (iou[:, j] >= 0.9), iou[:, j], -1.0)
-            i = int(np.argmax(cand))
-            if cand[i] >= 0.9:
-                used[i] = True
-                matched += 1
-                score_diffs.append(abs(out[i]["score"] - ref[j]["score"]))
-    gt = {"images": [{"id": i, "height": h, "width": w} for i, (h, w) in enumerate(sizes)],
-          "categories": [{"id": c, "name": str(c)} for c in cat_ids], "annotations": []}
-    for dets in faithful:
-        for d in dets:
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": d["image_id"],
-                                      "category_id": d["category_id"], "segmentation": d["segmentation"],
-                                      "bbox": d["bbox"], "area": float(mask_utils.area(d["segmentation"])),
-                                      "iscrowd": 0})
-    results = [d for dets in fast for d in dets]
-    if gt["annotations"]:
-        metrics = evaluate_coco(gt, results, cat_ids)
-        ap = {"bbox": metrics["bbox"]["AP"], "segm": metrics["segm"]["AP"]}
-    else:
-        ap = {"bbox": None, "segm": None}
-    return {"matched_at_iou_0.9": matched / total if total else None, "faithful_detections": total,
-            "max_abs_score_diff_matched": float(max(score_diffs)) if score_diffs else None, "ap_vs_faithful": ap}
-
-
 # -- fast modes ---------------------------------------------------------------------------------------------
 def mode_options(mode: str, device: torch.device) -> tuple[dict, dict, str | None]:
     """``(segmenter kwargs, config overrides, reason to skip or None)`` of a ``+``-combined mode name."""
@@ -327,140 +195,6 @@ def make_segmenter(sam2, encoder, args, config: MethodConfig, memory=None, **kwa
     return seg
 
 
-# -- probes ---------------------------------------------------------------------------------------------------
-def probe_decoder(seg: ReferenceSegmenter, image: Path, sizes=(8, 32), repeats: int = 3) -> dict:
-    """Peak memory and time of one mask-decoder call at two batch sizes, for both decoders, interleaved.
-
-    Memory: the RSS high-water mark above the RSS before the call (CUDA: max allocated above allocated);
-    bytes per prompt = the slope between the two batch sizes. Time: the best of ``repeats``.
-    """
-    from no_time_to_train.matching import point_grid
-
-    emb = seg.encode_sam(seg.to_sam_frame(load_image(image)))
-    pts = point_grid(32, seg.config.sam_image_size)
-    cuda = seg.device.type == "cuda"
-    res: dict = {"shared_image": {}, "transformers": {}}
-    for rep in range(repeats + 1):  # the first round warms up
-        for name, shared in (("shared_image", True), ("transformers", False)):
-            seg.sam2.shared_image_decoder = shared
-            for b in sizes:
-                base = rss_bytes()
-                reset_peak_rss()
-                if cuda:
-                    torch.cuda.synchronize(seg.device)
-                    torch.cuda.reset_peak_memory_stats(seg.device)
-                    cbase = torch.cuda.memory_allocated(seg.device)
-                t0 = time.perf_counter()
-                seg.sam2.decode(emb, pts[:b, None], torch.ones(b, 1, dtype=torch.int32))
-                if cuda:
-                    torch.cuda.synchronize(seg.device)
-                dt = time.perf_counter() - t0
-                if rep == 0:
-                    continue
-                entry = res[name].setdefault(str(b), {"rss_delta": 0, "seconds_per_prompt": float("inf")})
-                entry["rss_delta"] = max(entry["rss_delta"], peak_rss_bytes() - base)
-                entry["seconds_per_prompt"] = min(entry["seconds_per_prompt"], dt / b)
-                if cuda:
-                    entry["cuda_delta"] = max(entry.get("cuda_delta", 0),
-                                              torch.cuda.max_memory_allocated(seg.device) - cbase)
-    seg.sam2.shared_image_decoder = True
-    lo, hi = (str(b) for b in sizes)
-    key = "cuda_delta" if cuda else "rss_delta"
-    return {name: {"batches": v, "bytes_per_prompt": (v[hi][key] - v[lo][key]) / (sizes[1] - sizes[0])}
-            for name, v in res.items()}
-
-
-def synthetic_proposals(n: int, size: int = 256, seed: int = 0) -> Proposals:
-    """``n`` elliptic blob proposals of varied size and place (a stand-in for real SAM2 masks)."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    c = torch.rand(n, 2, generator=g) * size
-    r = 4 + torch.rand(n, 2, generator=g) * 60
-    logits = torch.empty(n, size, size)
-    for s in range(0, n, 64):
-        cs, rs = c[s : s + 64], r[s : s + 64]
-        d = ((xx - cs[:, 0, None, None]) / rs[:, 0, None, None]) ** 2 + ((yy - cs[:, 1, None, None]) / rs[:, 1, None, None]) ** 2
-        logits[s : s + 64] = (1 - d) * 8
-    return Proposals(logits, 0.4 + 0.6 * torch.rand(n, generator=g))
-
-
-def stress_post(seg: ReferenceSegmenter, image: Path, timer: Timer, n: int = 1024, repeats: int = 2) -> dict:
-    """Post-processing stages on ``n`` synthetic proposals (many NMS survivors: the worst case)."""
-    img = load_image(image)
-    tokens = seg.encode_features(seg.to_sam_frame(img))
-    prototypes = seg.memory.prototypes(seg.config.prototype)
-    props = synthetic_proposals(n)
-    props = Proposals(props.logits.to(seg.device), props.iou.to(seg.device))
-    runs = []
-    for _ in range(repeats):
-        rec: dict = {}
-        cand = timer.run(rec, "score_nms", seg.select, props, tokens, prototypes)
-        dets = timer.run(rec, "upsample_merge", seg.merge, cand, img.shape[:2])
-        timer.run(rec, "rle", dets.to_coco, 0)
-        runs.append(rec)
-    best = {k: min(r[k]["seconds"] for r in runs) for k in runs[0]}
-    return {"proposals": n, "survivors": int(len(cand.scores)), "detections": len(dets), "image_size": list(img.shape[:2]),
-            "seconds_min_of_%d" % repeats: best, "peak_rss": max(r[k]["peak_rss"] for r in runs for k in r)}
-
-
-# -- report -----------------------------------------------------------------------------------------------------
-def _mib(b) -> str:
-    return "-" if b is None else f"{b / 2**20:,.0f}"
-
-
-def markdown(report: dict) -> str:
-    s = report["faithful"]
-    lines = [f"### {report['setting']}", "",
-             f"Machine: {report['machine']}. Images: {s['images']} from `{report['images_dir']}` "
-             f"(mean {s['mean_proposals']:.0f} proposals, {s['mean_survivors']:.0f} NMS survivors, "
-             f"{s['mean_detections']:.0f} detections per image). Load average (1, 5, 15 min) before / after: "
-             f"{' / '.join(', '.join(f'{v:.1f}' for v in la) for la in report['load_average_before_after'])}.", "",
-             "| stage | mean s / image | share | peak RSS MiB" + (" | peak CUDA MiB |" if report["device"] == "cuda" else " |"),
-             "|---|---:|---:|---:" + ("|---:|" if report["device"] == "cuda" else "|")]
-    for name in STAGES:
-        st = s["stages"][name]
-        row = f"| {name} | {st['mean_seconds']:.3f} | {100 * st['share']:.1f} % | {_mib(st['peak_rss'])}"
-        row += f" | {_mib(st.get('cuda_peak'))} |" if report["device"] == "cuda" else " |"
-        lines.append(row)
-    lines += ["", f"- per image: **{s['mean_seconds_per_image']:.2f} s**; whole run: **{s['images_per_second']:.4f} images/s** "
-                  f"({s['wall_seconds']:.1f} s for {s['images']} images, I/O included"
-                  + ("; modes interleaved image by image, so from the per-image times" if report.get("interleaved") else "") + ")",
-              f"- overhead outside the three model forwards (SAM2 encoder, mask decoder, DINOv2): "
-              f"**{100 * s['overhead_outside_model_forwards']:.1f} %** of per-image time",
-              f"- peak RSS of this run: **{s['peak_rss'] / 2**30:.2f} GiB**"
-              + (f", peak CUDA memory {s['cuda_peak'] / 2**30:.2f} GiB" if "cuda_peak" in s else "")
-              + f" (whole process, all modes and probes included: {report['process_peak_rss'] / 2**30:.2f} GiB); "
-              f"decoder batch: {report['point_batch_size']}; model build/load: {report['model_load_seconds']:.1f} s"]
-    if report.get("decoder_probe"):
-        p = report["decoder_probe"]
-        lines.append("- mask-decoder peak memory per prompt: shared-image decoder "
-                     f"**{p['shared_image']['bytes_per_prompt'] / 2**20:.1f} MiB**, transformers' decoder "
-                     f"{p['transformers']['bytes_per_prompt'] / 2**20:.1f} MiB; best time per prompt at batch "
-                     + " / ".join(p["shared_image"]["batches"]) + ": "
-                     + ", ".join(f"{name} " + " / ".join(f"{v['seconds_per_prompt'] * 1000:.0f}" for v in p[name]["batches"].values())
-                                 + " ms" for name in ("shared_image", "transformers")))
-    if report.get("stress_post"):
-        st = report["stress_post"]
-        secs = next(v for k, v in st.items() if k.startswith("seconds_min"))
-        lines.append(f"- post-processing worst case ({st['proposals']} synthetic proposals, {st['survivors']} NMS survivors, "
-                     f"{st['detections']} detections, {st['image_size'][1]}x{st['image_size'][0]}): "
-                     + ", ".join(f"{k} {v:.3f} s" for k, v in secs.items()))
-    if report.get("modes"):
-        lines += ["", "| mode | s / image | speed-up | peak RSS GiB | matched @ IoU 0.9 | AP segm vs faithful | AP bbox vs faithful | max abs score diff (matched) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for name, m in report["modes"].items():
-            if "skipped" in m:
-                lines.append(f"| {name} | skipped: {m['skipped']} | | | | | | |")
-                continue
-            a = m["agreement"]
-            f = lambda v, pct=True: "-" if v is None else (f"{100 * v:.1f} %" if pct else f"{v:.2e}")  # noqa: E731
-            lines.append(f"| {name} | {m['summary']['mean_seconds_per_image']:.2f} | {m['speedup']:.2f}x | "
-                         f"{m['summary']['peak_rss'] / 2**30:.2f} | "
-                         f"{f(a['matched_at_iou_0.9'])} | {f(a['ap_vs_faithful']['segm'])} | {f(a['ap_vs_faithful']['bbox'])} | "
-                         f"{f(a['max_abs_score_diff_matched'], False)} |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sam2", required=True, help="SAM2 checkpoint/dir/hub id, or 'random'")
@@ -482,6 +216,9 @@ def main(argv=None) -> int:
     p.add_argument("--interleave", action="store_true",
                    help="run every image through the faithful path and every mode in turn (fair on a busy machine; "
                         "images/s then comes from the per-image times)")
+    p.add_argument("--evaluate", nargs="?", const="auto", type=str, default=None, metavar="ANNOTATIONS",
+                   help="also time a whole `nttt evaluate` run over the images (COCO JSON listing them; default: "
+                        "IMAGES/../annotations/instances_<folder name>.json)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
     if args.threads:
@@ -583,6 +320,11 @@ def main(argv=None) -> int:
         "per_image": records,
     }
     sizes = [r["size"] for r in records]
+    if args.evaluate:
+        ann = (args.images.parent / "annotations" / f"instances_{args.images.name}.json"
+               if args.evaluate == "auto" else Path(args.evaluate))
+        print(f"whole evaluate run ({ann}) ...")
+        report["evaluate_run"] = evaluate_run(faithful, ann, images, device)
     if args.probe_decoder:
         print("decoder memory probe ...")
         report["decoder_probe"] = probe_decoder(faithful, images[0])
