@@ -10,6 +10,7 @@ import torch
 from transformers import Dinov2Model, Dinov2WithRegistersModel, Sam2Model
 
 from no_time_to_train.errors import CheckpointError
+from no_time_to_train.models import dinov2_keys, sam2_keys
 from no_time_to_train.models.checkpoints import (
     DEFAULT_ENCODER,
     DEFAULT_SAM2,
@@ -29,6 +30,7 @@ from no_time_to_train.models.configs import (
     sam2_config,
     sam2_test_config,
 )
+from no_time_to_train.models.keymap import KeyMap
 
 SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt"
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth"
@@ -207,6 +209,66 @@ def test_dinov2_official_inference(variant, registers):
     expected = model.state_dict()
     assert set(hf) == set(expected)
     assert all(hf[k].shape == expected[k].shape for k in hf)
+
+
+# ------------------------------------------------------------------------------------------------ key maps
+def _official_state_dicts(kind):
+    """State dicts (meta tensors) of every official SAM2 trunk or DINOv2 size, plus the tiny test configs."""
+    if kind == "sam2":
+        configs = [(Sam2Model, sam2_config(v)) for v in SAM2_VARIANTS] + [(Sam2Model, sam2_test_config())]
+    else:
+        configs = [
+            (Dinov2WithRegistersModel if r else Dinov2Model, dinov2_config(v, num_register_tokens=r))
+            for v in DINOV2_VARIANTS
+            for r in (0, 4)
+        ] + [(Dinov2Model, dinov2_config("test-tiny")), (Dinov2Model, _swiglu_config())]
+    with torch.device("meta"):
+        return [cls(config).state_dict() for cls, config in configs]
+
+
+def _names(keys):
+    """Every key and every dotted prefix of one (MLP tables rename prefixes)."""
+    return {".".join(parts[:n]) for k in keys for parts in [k.split(".")] for n in range(1, len(parts) + 1)}
+
+
+@pytest.mark.parametrize("kind", ["sam2", "dinov2"])
+def test_key_tables_invert_and_have_no_dead_rule(kind):
+    """A key table is written once and its inverse generated: on every key of every official model size, the
+    inverse undoes the renaming in both directions (so no two keys share a name), and every rule is used."""
+    if kind == "sam2":
+        tables, fused, to_meta = [sam2_keys._KEYS, sam2_keys._MLPS], (), sam2_hf_to_meta
+    else:
+        tables, fused, to_meta = [dinov2_keys._KEYS], dinov2_keys._FUSED, dinov2_hf_to_meta
+    used = set()
+
+    def matches(template, names):
+        return any(template.match(name) is not None for name in names)
+
+    for hf in _official_state_dicts(kind):
+        hf_names, meta_names = _names(hf), _names(to_meta(hf))
+        for t, table in enumerate(tables):
+            for name in hf_names:
+                meta = table.to_meta(name)
+                assert meta is None or table.to_hf(meta) == name, (name, meta)
+            for name in meta_names:
+                new = table.to_hf(name)
+                assert new is None or table.to_meta(new) == name, (name, new)
+            used |= {(t, n) for n, (meta, _) in enumerate(table.pairs) if matches(meta, meta_names)}
+        used |= {("fused", n) for n, rule in enumerate(fused) if matches(rule.meta, meta_names)}
+    rules = {(t, n) for t, table in enumerate(tables) for n in range(len(table.pairs))}
+    assert used == rules | {("fused", n) for n in range(len(fused))}
+
+
+def test_key_template_pairs_must_share_fields():
+    with pytest.raises(ValueError, match="different fields"):
+        KeyMap([("blocks.{i}.{wb}", "layer.{wb}")])
+    with pytest.raises(ValueError, match="bad or repeated field"):
+        KeyMap([("blocks.{i}.{i}", "layer.{i}.{i}")])
+    with pytest.raises(ValueError, match="bad or repeated field"):
+        KeyMap([("blocks.{k}", "layer.{k}")])
+    table = KeyMap([("a.{x}.{i}.{wb}", "b.{i}.{x}_{wb}")], fields={"x": r"p|q"})
+    assert table.to_hf("a.q.12.bias") == "b.12.q_bias" and table.to_meta("b.12.q_bias") == "a.q.12.bias"
+    assert table.to_hf("a.r.12.bias") is None and table.to_hf("a.q.12.bias.x") is None
 
 
 # ----------------------------------------------------------------------------------------- DINOv2 round trip

@@ -7,9 +7,10 @@ import hashlib
 import torch
 
 from ..transforms import normalize
+from .wrapper import ModelWrapper
 
 
-class PatchEncoder:
+class PatchEncoder(ModelWrapper):
     """Wraps a transformers ``Dinov2Model`` / ``Dinov2WithRegistersModel``.
 
     Input images are ``(B, 3, S, S)`` in [0, 1] with ``S`` a multiple of the patch size (518 in the method,
@@ -18,7 +19,7 @@ class PatchEncoder:
     """
 
     def __init__(self, model: torch.nn.Module):
-        self.model = model.eval()
+        super().__init__(model)
         cfg = model.config
         self.patch_size = int(cfg.patch_size)
         self.dim = int(cfg.hidden_size)
@@ -29,14 +30,6 @@ class PatchEncoder:
     def compile(self, **kwargs) -> None:
         """``torch.compile`` the forward pass (kwargs go to torch.compile); the weights' identity is unchanged."""
         self._forward = torch.compile(self.model, **kwargs)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     @torch.inference_mode()
     def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:

@@ -10,49 +10,60 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import torch
 from transformers import Dinov2Config, Dinov2WithRegistersConfig
 
 from ..errors import CheckpointError
 from .configs import DINOV2_VARIANTS, dinov2_config_for
-from .keymap import few, rename
+from .keymap import FIELDS, KeyMap, Template, few
 
-_WB = r"\.(weight|bias)$"
 _BLOCK = r"^blocks\.(\d+)\."
-
-# Meta -> transformers one-to-one renames (after chunked ``blocks.{c}.{i}`` keys are flattened).
-_META_TO_HF = [
-    (r"^(cls_token|mask_token|register_tokens)$", r"embeddings.\1"),
-    (r"^pos_embed$", r"embeddings.position_embeddings"),
-    (r"^patch_embed\.proj" + _WB, r"embeddings.patch_embeddings.projection.\1"),
-    (_BLOCK + r"(norm1|norm2)" + _WB, r"encoder.layer.\1.\2.\3"),
-    (_BLOCK + r"attn\.proj" + _WB, r"encoder.layer.\1.attention.o_proj.\2"),
-    (_BLOCK + r"ls([12])\.gamma$", r"encoder.layer.\1.layer_scale\2.lambda1"),
-    (_BLOCK + r"mlp\.(fc1|fc2)" + _WB, r"encoder.layer.\1.mlp.\2.\3"),
-    (_BLOCK + r"mlp\.w3" + _WB, r"encoder.layer.\1.mlp.down_proj.\2"),
-    (r"^norm" + _WB, r"layernorm.\1"),
-]
-_META_TO_HF_RE = [(re.compile(p), r) for p, r in _META_TO_HF]
-_QKV = re.compile(_BLOCK + r"attn\.qkv" + _WB)
-_W12 = re.compile(_BLOCK + r"mlp\.w12" + _WB)
 _CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
 
-_L = r"^encoder\.layer\.(\d+)\."
-_HF_TO_META = [
-    (r"^embeddings\.(cls_token|mask_token|register_tokens)$", r"\1"),
-    (r"^embeddings\.position_embeddings$", r"pos_embed"),
-    (r"^embeddings\.patch_embeddings\.projection" + _WB, r"patch_embed.proj.\1"),
-    (_L + r"(norm1|norm2)" + _WB, r"blocks.\1.\2.\3"),
-    (_L + r"attention\.o_proj" + _WB, r"blocks.\1.attn.proj.\2"),
-    (_L + r"layer_scale([12])\.lambda1$", r"blocks.\1.ls\2.gamma"),
-    (_L + r"mlp\.(fc1|fc2)" + _WB, r"blocks.\1.mlp.\2.\3"),
-    (_L + r"mlp\.down_proj" + _WB, r"blocks.\1.mlp.w3.\2"),
-    (r"^layernorm" + _WB, r"norm.\1"),
-]
-_HF_TO_META_RE = [(re.compile(p), r) for p, r in _HF_TO_META]
-_HF_QKV = re.compile(_L + r"attention\.(q_proj|k_proj|v_proj)" + _WB)
-_HF_GLU = re.compile(_L + r"mlp\.(gate_proj|up_proj)" + _WB)
+# One-to-one renames as (Meta, transformers) key templates, Meta keys as after :func:`flatten_chunks`.
+_KEYS = KeyMap(
+    [
+        ("{token}", "embeddings.{token}"),
+        ("pos_embed", "embeddings.position_embeddings"),
+        ("patch_embed.proj.{wb}", "embeddings.patch_embeddings.projection.{wb}"),
+        ("blocks.{i}.{norm}.{wb}", "encoder.layer.{i}.{norm}.{wb}"),
+        ("blocks.{i}.attn.proj.{wb}", "encoder.layer.{i}.attention.o_proj.{wb}"),
+        ("blocks.{i}.ls{n}.gamma", "encoder.layer.{i}.layer_scale{n}.lambda1"),
+        ("blocks.{i}.mlp.{fc}.{wb}", "encoder.layer.{i}.mlp.{fc}.{wb}"),
+        ("blocks.{i}.mlp.w3.{wb}", "encoder.layer.{i}.mlp.down_proj.{wb}"),
+        ("norm.{wb}", "layernorm.{wb}"),
+    ],
+    fields={"token": r"cls_token|mask_token|register_tokens", "norm": r"norm1|norm2", "n": r"[12]", "fc": r"fc1|fc2"},
+)
+
+
+class _Fused(NamedTuple):
+    """A Meta tensor that transformers splits along dim 0 into ``parts`` (in this order)."""
+
+    meta: Template
+    hf: Template  # with a ``{part}`` field on top of the Meta template's
+    parts: tuple[str, ...]
+
+
+def _fused(meta: str, hf: str, parts: tuple[str, ...]) -> _Fused:
+    return _Fused(Template(meta, FIELDS), Template(hf, {**FIELDS, "part": "|".join(parts)}), parts)
+
+
+_FUSED = (
+    _fused("blocks.{i}.attn.qkv.{wb}", "encoder.layer.{i}.attention.{part}.{wb}", ("q_proj", "k_proj", "v_proj")),
+    _fused("blocks.{i}.mlp.w12.{wb}", "encoder.layer.{i}.mlp.{part}.{wb}", ("gate_proj", "up_proj")),
+)
+
+
+def _match_fused(key: str, side: str) -> tuple[_Fused, dict[str, str]] | None:
+    """The fused rule whose ``side`` (``"meta"`` or ``"hf"``) template matches ``key``, and its field values."""
+    for rule in _FUSED:
+        values = getattr(rule, side).match(key)
+        if values is not None:
+            return rule, values
+    return None
 
 
 def flatten_chunks(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
@@ -68,19 +79,13 @@ def dinov2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     for key, value in state_dict.items():
-        m = _QKV.match(key)
-        if m:
-            q, k, v = (t.clone() for t in value.chunk(3, dim=0))  # own storage: saves cleanly
-            for name, part in zip(("q_proj", "k_proj", "v_proj"), (q, k, v)):
-                out[f"encoder.layer.{m.group(1)}.attention.{name}.{m.group(2)}"] = part
+        fused = _match_fused(key, "meta")
+        if fused:
+            rule, values = fused
+            for part, chunk in zip(rule.parts, value.chunk(len(rule.parts), dim=0), strict=True):
+                out[rule.hf.format({**values, "part": part})] = chunk.clone()  # own storage: saves cleanly
             continue
-        m = _W12.match(key)
-        if m:
-            gate, up = (t.clone() for t in value.chunk(2, dim=0))
-            out[f"encoder.layer.{m.group(1)}.mlp.gate_proj.{m.group(2)}"] = gate
-            out[f"encoder.layer.{m.group(1)}.mlp.up_proj.{m.group(2)}"] = up
-            continue
-        new = rename(key, _META_TO_HF_RE)
+        new = _KEYS.to_hf(key)
         if new is None:
             unknown.append(key)
         else:
@@ -96,26 +101,26 @@ def dinov2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
     """Rename a transformers DINOv2 state dict to Meta's key names (fusing q/k/v into ``qkv``, gate/up into ``w12``)."""
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
-    parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    fused: dict[str, tuple[_Fused, dict[str, torch.Tensor]]] = {}  # Meta key -> (rule, parts found)
     for key, value in state_dict.items():
-        m = _HF_QKV.match(key) or _HF_GLU.match(key)
-        if m:
-            meta = "attn.qkv" if m.group(2).endswith(("q_proj", "k_proj", "v_proj")) else "mlp.w12"
-            parts.setdefault((f"blocks.{m.group(1)}.{meta}", m.group(3)), {})[m.group(2)] = value
+        hit = _match_fused(key, "hf")
+        if hit:
+            rule, values = hit
+            part = values.pop("part")
+            fused.setdefault(rule.meta.format(values), (rule, {}))[1][part] = value
             continue
-        new = rename(key, _HF_TO_META_RE)
+        new = _KEYS.to_meta(key)
         if new is None:
             unknown.append(key)
         else:
             out[new] = value
     if unknown:
         raise CheckpointError(f"transformers DINOv2 state dict has keys with no Meta counterpart: {few(unknown)}")
-    for (prefix, kind), group in parts.items():
-        order = ("q_proj", "k_proj", "v_proj") if prefix.endswith("qkv") else ("gate_proj", "up_proj")
-        missing = [n for n in order if n not in group]
+    for meta_key, (rule, parts) in fused.items():
+        missing = [n for n in rule.parts if n not in parts]
         if missing:
-            raise CheckpointError(f"cannot fuse {prefix}.{kind}: missing {missing}")
-        out[f"{prefix}.{kind}"] = torch.cat([group[n] for n in order], dim=0)
+            raise CheckpointError(f"cannot fuse {meta_key}: missing {missing}")
+        out[meta_key] = torch.cat([parts[n] for n in rule.parts], dim=0)
     return out
 
 

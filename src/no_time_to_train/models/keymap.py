@@ -1,9 +1,18 @@
-"""Helpers shared by the checkpoint key maps and the loaders."""
+"""Helpers shared by the checkpoint key maps and the loaders.
+
+A key map is written once, as ordered pairs of templates ``(meta, hf)``: one key in Meta's naming and the same
+key in transformers' naming, with ``{field}`` placeholders for the parts both share (a block index, ``weight``
+or ``bias`` ...). Both directions are generated from the same pairs, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from string import Formatter
+
+# Fields every key map knows: a block / layer index and the parameter kind.
+FIELDS = {"i": r"\d+", "wb": r"weight|bias"}
 
 
 def few(keys: Iterable[str], n: int = 5) -> str:
@@ -13,9 +22,66 @@ def few(keys: Iterable[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def rename(key: str, table: Sequence[tuple[re.Pattern, str]]) -> str | None:
-    """``key`` rewritten by the first matching ``(pattern, replacement)`` of ``table``, or None."""
-    for pattern, repl in table:
-        if pattern.match(key):
-            return pattern.sub(repl, key)
+class Template:
+    """A key with ``{field}`` placeholders, e.g. ``"blocks.{i}.norm1.{wb}"``.
+
+    :meth:`match` reads the field values from a whole key (each field matches its regex in ``fields``);
+    :meth:`format` writes a key from field values. Each field appears at most once.
+    """
+
+    def __init__(self, text: str, fields: Mapping[str, str]):
+        parts: list[str] = []
+        names: list[str] = []
+        for literal, name, spec, conversion in Formatter().parse(text):
+            parts.append(re.escape(literal))
+            if name is None:
+                continue
+            if name not in fields or name in names or spec or conversion:
+                raise ValueError(f"key template {text!r}: bad or repeated field {{{name}}}")
+            names.append(name)
+            parts.append(f"(?P<{name}>{fields[name]})")
+        self.text = text
+        self.fields = frozenset(names)
+        self.regex = re.compile("".join(parts))
+
+    def match(self, key: str) -> dict[str, str] | None:
+        """The field values if ``key`` matches the whole template, else None."""
+        m = self.regex.fullmatch(key)
+        return m.groupdict() if m else None
+
+    def format(self, values: Mapping[str, str]) -> str:
+        return self.text.format_map(values)
+
+
+class KeyMap:
+    """Ordered one-to-one renames between Meta's and transformers' key names.
+
+    pairs: ``(meta, hf)`` templates that use the same fields; fields: field regexes on top of :data:`FIELDS`.
+    Either direction renames a key by the first pair whose template on that side matches the whole key.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], fields: Mapping[str, str] | None = None):
+        fields = {**FIELDS, **(fields or {})}
+        self.pairs: list[tuple[Template, Template]] = []
+        for meta, hf in pairs:
+            pair = Template(meta, fields), Template(hf, fields)
+            if pair[0].fields != pair[1].fields:
+                raise ValueError(f"key templates {meta!r} and {hf!r} have different fields")
+            self.pairs.append(pair)
+        self._inverse = [(hf, meta) for meta, hf in self.pairs]
+
+    def to_hf(self, key: str) -> str | None:
+        """``key`` (Meta naming) in transformers' naming, or None when no pair matches it."""
+        return _rename(key, self.pairs)
+
+    def to_meta(self, key: str) -> str | None:
+        """``key`` (transformers' naming) in Meta's naming, or None when no pair matches it."""
+        return _rename(key, self._inverse)
+
+
+def _rename(key: str, pairs: Iterable[tuple[Template, Template]]) -> str | None:
+    for source, target in pairs:
+        values = source.match(key)
+        if values is not None:
+            return target.format(values)
     return None

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from transformers import Sam2Model
 
 from ..transforms import normalize
+from .wrapper import ModelWrapper
 
 
 @dataclass
@@ -30,11 +31,13 @@ class SamImageEmbedding:
     high_res: list[torch.Tensor]
 
 
-class Sam2Segmenter:
+class Sam2Segmenter(ModelWrapper):
     """Thin wrapper over a transformers ``Sam2Model`` (image encoder, prompt encoder, mask decoder)."""
 
+    model: Sam2Model
+
     def __init__(self, model: Sam2Model, shared_image_decoder: bool = True):
-        self.model = model.eval()
+        super().__init__(model)
         self.image_size = int(model.config.prompt_encoder_config.image_size)
         self.shared_image_decoder = shared_image_decoder
         self._pos: torch.Tensor | None = None
@@ -46,14 +49,6 @@ class Sam2Segmenter:
         """``torch.compile`` the image encoder and the (shared-image) mask decoder; kwargs go to torch.compile."""
         self._image_features = torch.compile(self.model.get_image_features, **kwargs)
         self._decode_impl = torch.compile(self._decode_shared_image, **kwargs)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     @torch.inference_mode()
     def encode(self, image: torch.Tensor, add_no_memory_embedding: bool = False) -> SamImageEmbedding:

@@ -24,7 +24,7 @@ from .configs import (
     sam2_config,
     sam2_variant_for,
 )
-from .keymap import few, rename
+from .keymap import KeyMap, few
 
 logger = logging.getLogger(__name__)
 
@@ -44,111 +44,78 @@ _PE_META = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 _PE_HF = ("prompt_encoder.shared_embedding.positional_embedding", "shared_image_embedding.positional_embedding")
 _POINT_HF = "prompt_encoder.point_embed.weight"
 _POINT_META = re.compile(r"^sam_prompt_encoder\.point_embeddings\.(\d+)\.weight$")
+_TRUNK = "image_encoder.trunk."
 
-_WB = r"\.(weight|bias)$"
-_TRUNK, _BACKBONE = "image_encoder.trunk.", "vision_encoder.backbone."
-_DEC_META, _DEC_HF = "sam_mask_decoder.", "mask_decoder."
-_ATTN = r"(layers\.\d+\.(?:self_attn|cross_attn_token_to_image|cross_attn_image_to_token)|final_attn_token_to_image)"
-
-# One-to-one renames, Meta -> transformers, as (regex, replacement) applied to the whole key. MLPs whose
-# ``layers.{k}`` index depends on their depth are handled separately (see ``_MLP_META``).
-_META_TO_HF: list[tuple[str, str]] = [
-    (r"^image_encoder\.trunk\.(pos_embed|pos_embed_window)$", _BACKBONE + r"\1"),
-    (r"^image_encoder\.trunk\.patch_embed\.proj" + _WB, _BACKBONE + r"patch_embed.projection.\1"),
-    (r"^image_encoder\.trunk\.blocks\.(\d+)\.norm([12])" + _WB, _BACKBONE + r"blocks.\1.layer_norm\2.\3"),
-    (r"^image_encoder\.trunk\.blocks\.(\d+)\.(attn\.qkv|attn\.proj|proj)" + _WB, _BACKBONE + r"blocks.\1.\2.\3"),
-    (r"^image_encoder\.neck\.convs\.(\d+)\.conv" + _WB, r"vision_encoder.neck.convs.\1.\2"),
-    (r"^sam_prompt_encoder\.(not_a_point_embed|no_mask_embed)\.weight$", r"prompt_encoder.\1.weight"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.0" + _WB, r"prompt_encoder.mask_embed.conv1.\1"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.1" + _WB, r"prompt_encoder.mask_embed.layer_norm1.\1"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.3" + _WB, r"prompt_encoder.mask_embed.conv2.\1"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.4" + _WB, r"prompt_encoder.mask_embed.layer_norm2.\1"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.6" + _WB, r"prompt_encoder.mask_embed.conv3.\1"),
-    (r"^sam_mask_decoder\.(iou_token|mask_tokens|obj_score_token)\.weight$", _DEC_HF + r"\1.weight"),
-    (
-        r"^sam_mask_decoder\.transformer\." + _ATTN + r"\.(q_proj|k_proj|v_proj)" + _WB,
-        _DEC_HF + r"transformer.\1.\2.\3",
-    ),
-    (
-        r"^sam_mask_decoder\.transformer\." + _ATTN + r"\.out_proj" + _WB,
-        _DEC_HF + r"transformer.\1.o_proj.\2",
-    ),
-    (
-        r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.norm([1-4])" + _WB,
-        _DEC_HF + r"transformer.layers.\1.layer_norm\2.\3",
-    ),
-    (r"^sam_mask_decoder\.transformer\.norm_final_attn" + _WB, _DEC_HF + r"transformer.layer_norm_final_attn.\1"),
-    (r"^sam_mask_decoder\.output_upscaling\.0" + _WB, _DEC_HF + r"upscale_conv1.\1"),
-    (r"^sam_mask_decoder\.output_upscaling\.1" + _WB, _DEC_HF + r"upscale_layer_norm.\1"),
-    (r"^sam_mask_decoder\.output_upscaling\.3" + _WB, _DEC_HF + r"upscale_conv2.\1"),
-    (r"^sam_mask_decoder\.(conv_s0|conv_s1)" + _WB, _DEC_HF + r"\1.\2"),
-    (r"^no_mem_embed$", "no_memory_embedding"),
-]
-_META_TO_HF_RE = [(re.compile(p), r) for p, r in _META_TO_HF]
-
-# The same renames, transformers -> Meta.
-_HF_TO_META: list[tuple[str, str]] = [
-    (r"^vision_encoder\.backbone\.(pos_embed|pos_embed_window)$", _TRUNK + r"\1"),
-    (r"^vision_encoder\.backbone\.patch_embed\.projection" + _WB, _TRUNK + r"patch_embed.proj.\1"),
-    (r"^vision_encoder\.backbone\.blocks\.(\d+)\.layer_norm([12])" + _WB, _TRUNK + r"blocks.\1.norm\2.\3"),
-    (r"^vision_encoder\.backbone\.blocks\.(\d+)\.(attn\.qkv|attn\.proj|proj)" + _WB, _TRUNK + r"blocks.\1.\2.\3"),
-    (r"^vision_encoder\.neck\.convs\.(\d+)" + _WB, r"image_encoder.neck.convs.\1.conv.\2"),
-    (r"^prompt_encoder\.(not_a_point_embed|no_mask_embed)\.weight$", r"sam_prompt_encoder.\1.weight"),
-    (r"^prompt_encoder\.mask_embed\.conv1" + _WB, r"sam_prompt_encoder.mask_downscaling.0.\1"),
-    (r"^prompt_encoder\.mask_embed\.layer_norm1" + _WB, r"sam_prompt_encoder.mask_downscaling.1.\1"),
-    (r"^prompt_encoder\.mask_embed\.conv2" + _WB, r"sam_prompt_encoder.mask_downscaling.3.\1"),
-    (r"^prompt_encoder\.mask_embed\.layer_norm2" + _WB, r"sam_prompt_encoder.mask_downscaling.4.\1"),
-    (r"^prompt_encoder\.mask_embed\.conv3" + _WB, r"sam_prompt_encoder.mask_downscaling.6.\1"),
-    (r"^mask_decoder\.(iou_token|mask_tokens|obj_score_token)\.weight$", _DEC_META + r"\1.weight"),
-    (
-        r"^mask_decoder\.transformer\." + _ATTN + r"\.(q_proj|k_proj|v_proj)" + _WB,
-        _DEC_META + r"transformer.\1.\2.\3",
-    ),
-    (
-        r"^mask_decoder\.transformer\." + _ATTN + r"\.o_proj" + _WB,
-        _DEC_META + r"transformer.\1.out_proj.\2",
-    ),
-    (
-        r"^mask_decoder\.transformer\.layers\.(\d+)\.layer_norm([1-4])" + _WB,
-        _DEC_META + r"transformer.layers.\1.norm\2.\3",
-    ),
-    (r"^mask_decoder\.transformer\.layer_norm_final_attn" + _WB, _DEC_META + r"transformer.norm_final_attn.\1"),
-    (r"^mask_decoder\.upscale_conv1" + _WB, _DEC_META + r"output_upscaling.0.\1"),
-    (r"^mask_decoder\.upscale_layer_norm" + _WB, _DEC_META + r"output_upscaling.1.\1"),
-    (r"^mask_decoder\.upscale_conv2" + _WB, _DEC_META + r"output_upscaling.3.\1"),
-    (r"^mask_decoder\.(conv_s0|conv_s1)" + _WB, _DEC_META + r"\1.\2"),
-    (r"^no_memory_embedding$", "no_mem_embed"),
-]
-_HF_TO_META_RE = [(re.compile(p), r) for p, r in _HF_TO_META]
-
-# Multi-layer perceptrons: Meta ``P.layers.{0..n-1}`` <-> transformers ``P.proj_in``, ``P.layers.{0..n-3}``,
-# ``P.proj_out``. Groups: (Meta MLP prefix, transformers MLP prefix).
-_MLP_META = re.compile(
-    r"^(image_encoder\.trunk\.blocks\.\d+\.mlp"
-    r"|sam_mask_decoder\.transformer\.layers\.\d+\.mlp"
-    r"|sam_mask_decoder\.output_hypernetworks_mlps\.\d+"
-    r"|sam_mask_decoder\.iou_prediction_head"
-    r"|sam_mask_decoder\.pred_obj_score_head)\.layers\.(\d+)" + _WB
-)
-_MLP_HF = re.compile(
-    r"^(vision_encoder\.backbone\.blocks\.\d+\.mlp"
-    r"|mask_decoder\.transformer\.layers\.\d+\.mlp"
-    r"|mask_decoder\.output_hypernetworks_mlps\.\d+"
-    r"|mask_decoder\.iou_prediction_head"
-    r"|mask_decoder\.pred_obj_score_head)\.(proj_in|proj_out|layers\.\d+)" + _WB
+# One-to-one renames as (Meta, transformers) key templates, fields as in FIELDS plus these. MLPs, whose
+# transformers names depend on their depth, are in ``_MLPS``.
+_KEYS = KeyMap(
+    [
+        ("image_encoder.trunk.{pos}", "vision_encoder.backbone.{pos}"),
+        ("image_encoder.trunk.patch_embed.proj.{wb}", "vision_encoder.backbone.patch_embed.projection.{wb}"),
+        ("image_encoder.trunk.blocks.{i}.norm{n2}.{wb}", "vision_encoder.backbone.blocks.{i}.layer_norm{n2}.{wb}"),
+        ("image_encoder.trunk.blocks.{i}.{proj}.{wb}", "vision_encoder.backbone.blocks.{i}.{proj}.{wb}"),
+        ("image_encoder.neck.convs.{i}.conv.{wb}", "vision_encoder.neck.convs.{i}.{wb}"),
+        ("sam_prompt_encoder.{embed}.weight", "prompt_encoder.{embed}.weight"),
+        ("sam_prompt_encoder.mask_downscaling.0.{wb}", "prompt_encoder.mask_embed.conv1.{wb}"),
+        ("sam_prompt_encoder.mask_downscaling.1.{wb}", "prompt_encoder.mask_embed.layer_norm1.{wb}"),
+        ("sam_prompt_encoder.mask_downscaling.3.{wb}", "prompt_encoder.mask_embed.conv2.{wb}"),
+        ("sam_prompt_encoder.mask_downscaling.4.{wb}", "prompt_encoder.mask_embed.layer_norm2.{wb}"),
+        ("sam_prompt_encoder.mask_downscaling.6.{wb}", "prompt_encoder.mask_embed.conv3.{wb}"),
+        ("sam_mask_decoder.{token}.weight", "mask_decoder.{token}.weight"),
+        ("sam_mask_decoder.transformer.{attn}.{qkv}.{wb}", "mask_decoder.transformer.{attn}.{qkv}.{wb}"),
+        ("sam_mask_decoder.transformer.{attn}.out_proj.{wb}", "mask_decoder.transformer.{attn}.o_proj.{wb}"),
+        (
+            "sam_mask_decoder.transformer.layers.{i}.norm{n4}.{wb}",
+            "mask_decoder.transformer.layers.{i}.layer_norm{n4}.{wb}",
+        ),
+        ("sam_mask_decoder.transformer.norm_final_attn.{wb}", "mask_decoder.transformer.layer_norm_final_attn.{wb}"),
+        ("sam_mask_decoder.output_upscaling.0.{wb}", "mask_decoder.upscale_conv1.{wb}"),
+        ("sam_mask_decoder.output_upscaling.1.{wb}", "mask_decoder.upscale_layer_norm.{wb}"),
+        ("sam_mask_decoder.output_upscaling.3.{wb}", "mask_decoder.upscale_conv2.{wb}"),
+        ("sam_mask_decoder.{conv}.{wb}", "mask_decoder.{conv}.{wb}"),
+        ("no_mem_embed", "no_memory_embedding"),
+    ],
+    fields={
+        "pos": r"pos_embed|pos_embed_window",
+        "n2": r"[12]",
+        "n4": r"[1-4]",
+        "proj": r"attn\.qkv|attn\.proj|proj",
+        "embed": r"not_a_point_embed|no_mask_embed",
+        "token": r"iou_token|mask_tokens|obj_score_token",
+        "attn": r"layers\.\d+\.(?:self_attn|cross_attn_token_to_image|cross_attn_image_to_token)"
+        r"|final_attn_token_to_image",
+        "qkv": r"q_proj|k_proj|v_proj",
+        "conv": r"conv_s0|conv_s1",
+    },
 )
 
+# Multi-layer perceptrons, by prefix: Meta ``P.layers.{0..n-1}`` <-> transformers ``P.proj_in``,
+# ``P.layers.{0..n-3}``, ``P.proj_out``.
+_MLPS = KeyMap(
+    [
+        ("image_encoder.trunk.blocks.{i}.mlp", "vision_encoder.backbone.blocks.{i}.mlp"),
+        ("sam_mask_decoder.transformer.layers.{i}.mlp", "mask_decoder.transformer.layers.{i}.mlp"),
+        ("sam_mask_decoder.output_hypernetworks_mlps.{i}", "mask_decoder.output_hypernetworks_mlps.{i}"),
+        ("sam_mask_decoder.iou_prediction_head", "mask_decoder.iou_prediction_head"),
+        ("sam_mask_decoder.pred_obj_score_head", "mask_decoder.pred_obj_score_head"),
+    ]
+)
+_MLP_LAYER_META = re.compile(r"(?P<mlp>.+)\.layers\.(?P<idx>\d+)\.(?P<wb>weight|bias)")
+_MLP_LAYER_HF = re.compile(r"(?P<mlp>.+)\.(?P<name>proj_in|proj_out|layers\.\d+)\.(?P<wb>weight|bias)")
 
-def _mlp_prefix_meta_to_hf(prefix: str) -> str:
-    if prefix.startswith(_TRUNK):
-        return _BACKBONE + prefix[len(_TRUNK) :]
-    return _DEC_HF + prefix[len(_DEC_META) :]
+
+def _mlp_meta(key: str) -> tuple[str, int, str] | None:
+    """(transformers MLP prefix, Meta layer index, ``weight``/``bias``) of a Meta MLP key, else None."""
+    m = _MLP_LAYER_META.fullmatch(key)
+    prefix = _MLPS.to_hf(m["mlp"]) if m else None
+    return (prefix, int(m["idx"]), m["wb"]) if prefix else None
 
 
-def _mlp_prefix_hf_to_meta(prefix: str) -> str:
-    if prefix.startswith(_BACKBONE):
-        return _TRUNK + prefix[len(_BACKBONE) :]
-    return _DEC_META + prefix[len(_DEC_HF) :]
+def _mlp_hf(key: str) -> tuple[str, str, str] | None:
+    """(Meta MLP prefix, ``proj_in``/``proj_out``/``layers.{k}``, ``weight``/``bias``) of a transformers MLP key."""
+    m = _MLP_LAYER_HF.fullmatch(key)
+    prefix = _MLPS.to_meta(m["mlp"]) if m else None
+    return (prefix, m["name"], m["wb"]) if prefix else None
 
 
 def is_sam2_video_only_key(key: str) -> bool:
@@ -166,9 +133,9 @@ def sam2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
     points: dict[int, torch.Tensor] = {}
     mlp_depth: dict[str, int] = {}
     for key in state_dict:
-        m = _MLP_META.match(key)
-        if m:
-            mlp_depth[m.group(1)] = max(mlp_depth.get(m.group(1), 0), int(m.group(2)) + 1)
+        mlp = _mlp_meta(key)
+        if mlp:
+            mlp_depth[mlp[0]] = max(mlp_depth.get(mlp[0], 0), mlp[1] + 1)
     for key, value in state_dict.items():
         if is_sam2_video_only_key(key):
             continue
@@ -180,14 +147,14 @@ def sam2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
         if m:
             points[int(m.group(1))] = value
             continue
-        m = _MLP_META.match(key)
-        if m:
-            prefix, idx, kind = m.group(1), int(m.group(2)), m.group(3)
+        mlp = _mlp_meta(key)
+        if mlp:
+            prefix, idx, kind = mlp
             depth = mlp_depth[prefix]
             name = "proj_in" if idx == 0 else "proj_out" if idx == depth - 1 else f"layers.{idx - 1}"
-            out[f"{_mlp_prefix_meta_to_hf(prefix)}.{name}.{kind}"] = value
+            out[f"{prefix}.{name}.{kind}"] = value
             continue
-        new = rename(key, _META_TO_HF_RE)
+        new = _KEYS.to_hf(key)
         if new is None:
             unknown.append(key)
         else:
@@ -213,10 +180,10 @@ def sam2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     unknown: list[str] = []
     mlp_layers: dict[str, int] = {}
     for key in state_dict:
-        m = _MLP_HF.match(key)
-        if m and m.group(2).startswith("layers."):
-            n = int(m.group(2).split(".")[1]) + 1
-            mlp_layers[m.group(1)] = max(mlp_layers.get(m.group(1), 0), n)
+        mlp = _mlp_hf(key)
+        if mlp and mlp[1].startswith("layers."):
+            n = int(mlp[1].split(".")[1]) + 1
+            mlp_layers[mlp[0]] = max(mlp_layers.get(mlp[0], 0), n)
     for key, value in state_dict.items():
         if key in _PE_HF:
             continue
@@ -224,14 +191,14 @@ def sam2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
             for i in range(value.shape[0]):
                 out[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = value[i : i + 1].clone()
             continue
-        m = _MLP_HF.match(key)
-        if m:
-            prefix, name, kind = m.groups()
+        mlp = _mlp_hf(key)
+        if mlp:
+            prefix, name, kind = mlp
             depth = mlp_layers.get(prefix, 0) + 2
             idx = 0 if name == "proj_in" else depth - 1 if name == "proj_out" else int(name.split(".")[1]) + 1
-            out[f"{_mlp_prefix_hf_to_meta(prefix)}.layers.{idx}.{kind}"] = value
+            out[f"{prefix}.layers.{idx}.{kind}"] = value
             continue
-        new = rename(key, _HF_TO_META_RE)
+        new = _KEYS.to_meta(key)
         if new is None:
             unknown.append(key)
         else:
@@ -301,7 +268,7 @@ def infer_sam2_config(state_dict: Mapping[str, torch.Tensor]) -> Sam2Config:
             embed_dim, list(blocks_per_stage), list(spec.window_spec), list(global_blocks),
         )
 
-    dec = _DEC_META
+    dec = "sam_mask_decoder."
     hidden = int(_get(state_dict, dec + "iou_token.weight").shape[1])
     mlp_dim = int(_get(state_dict, dec + "transformer.layers.0.mlp.layers.0.weight").shape[0])
     layers = _count(state_dict, r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.")
