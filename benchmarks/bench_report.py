@@ -98,21 +98,26 @@ def markdown(report: dict) -> str:
 
 
 def matrix(reports: dict[str, dict]) -> str:
-    """One markdown table over several reports (e.g. model sizes x dtypes x devices): a row per report."""
-    lines = ["| report | setting | s / image | images/s | evaluate images/s | SAM2 enc s | decoder s | DINOv2 s | "
+    """One markdown table over several reports (e.g. model sizes x dtypes x devices).
+
+    A row per report's faithful run, then a row per fast mode it ran (``report + mode``).
+    """
+    lines = ["| report | setting | s / image | images/s | evaluate images/s | SAM2 enc s | DINOv2 s | decoder s | "
              "rest s | overhead | peak RSS GiB | peak CUDA GiB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in reports.items():
-        s = r["faithful"]
-        st = s["stages"]
-        rest = s["mean_seconds_per_image"] - sum(st[k]["mean_seconds"] for k in MODEL_STAGES)
-        ev = r.get("evaluate_run")
-        cells = [name, r["setting"], f"{s['mean_seconds_per_image']:.3f}", f"{s['images_per_second']:.4f}",
-                 f"{ev['images_per_second']:.4f}" if ev else "-",
-                 *(f"{st[k]['mean_seconds']:.3f}" for k in ("sam2_encoder", "mask_decoder", "dinov2")),
-                 f"{rest:.3f}", f"{100 * s['overhead_outside_model_forwards']:.1f} %", f"{s['peak_rss'] / 2**30:.2f}",
-                 f"{s['cuda_peak'] / 2**30:.2f}" if "cuda_peak" in s else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows = [(name, r["setting"], r["faithful"], r.get("evaluate_run"))]
+        rows += [(f"{name} + {mode}", f"mode {mode}", m["summary"], None)
+                 for mode, m in (r.get("modes") or {}).items() if "summary" in m]
+        for label, setting, s, ev in rows:
+            st = s["stages"]
+            rest = s["mean_seconds_per_image"] - sum(st[k]["mean_seconds"] for k in MODEL_STAGES)
+            cells = [label, setting, f"{s['mean_seconds_per_image']:.3f}", f"{s['images_per_second']:.4f}",
+                     f"{ev['images_per_second']:.4f}" if ev else "-",
+                     *(f"{st[k]['mean_seconds']:.3f}" for k in MODEL_STAGES),
+                     f"{rest:.3f}", f"{100 * s['overhead_outside_model_forwards']:.1f} %",
+                     f"{s['peak_rss'] / 2**30:.2f}", f"{s['cuda_peak'] / 2**30:.2f}" if "cuda_peak" in s else "-"]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -92,8 +92,10 @@ def test_bench_run_writes_consistent_report(tmp_path, capsys):
         bench_report.main([str(out), str(out.with_name("missing.json"))])
     assert bench_report.main([str(out)]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert len(table) == 3 and table[2].startswith("| r | SAM2 random test-tiny")
+    assert len(table) == 5 and table[2].startswith("| r | SAM2 random test-tiny")
     assert f"{s['mean_seconds_per_image']:.3f}" in table[2] and f"{ev['images_per_second']:.4f}" in table[2]
+    pps16 = report["modes"]["pps16"]["summary"]
+    assert table[4].startswith("| r + pps16 | mode pps16 | " + f"{pps16['mean_seconds_per_image']:.3f} |")
 
 
 def test_report_table_refuses_non_report(tmp_path):
