@@ -1,7 +1,7 @@
 """Crash-safe, resumable per-item results: append-only JSON lines, one file per rank.
 
 Each finished item is one line ``{"key": ..., ...payload}``, written with a single ``write`` of the whole
-line, flushed and fsync'ed, so a kill -9 loses at most the item in flight. A half-written last line (no
+line, flushed and fsync'ed, so a kill -9 loses only the items in flight. A half-written last line (no
 trailing newline, or not valid JSON) is ignored on reading and cut off before appending. Reruns read every
 rank's file, so a run can resume with a different number of processes.
 """

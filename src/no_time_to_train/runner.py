@@ -53,6 +53,39 @@ def prefetched(loader: Callable[[Any], Any], sources: Iterable[Any], depth: int 
             yield result
 
 
+class WriteBehind:
+    """Runs writes (RLE, PNGs, the fsync'ed result line) in one background thread, in submission order.
+
+    The model's next image then overlaps the last image's writing. At most ``max_pending`` writes wait at a
+    time (each holds its image and masks). A failed write is raised in the caller at the next ``submit`` or at
+    exit. On leaving the ``with`` block, normally or by an exception, every submitted write is finished first,
+    so an interrupted run keeps all the results it computed.
+    """
+
+    def __init__(self, max_pending: int = 2):
+        self.max_pending = max_pending
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nttt-writer")
+        self._pending: list = []
+
+    def submit(self, fn: Callable, *args) -> None:
+        while len(self._pending) >= self.max_pending:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def __enter__(self) -> "WriteBehind":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            for future in self._pending:
+                if exc_type is None:
+                    future.result()
+                else:  # finish the writes, keep the exception that is already on its way
+                    future.exception()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 def progress(total: int, desc: str, dist: DistContext, quiet: bool):
     """A progress bar with rate and ETA (rank 0 only; other ranks log nothing)."""
     return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=quiet or not dist.is_main)
@@ -69,7 +102,9 @@ def run_images(
 ) -> int:
     """Predict every pending ``(key, image_path)`` of this rank and append ``record(key, path, image, dets)``.
 
-    Returns the number of images processed by this rank.
+    Images are decoded one or two ahead in a thread, and ``record`` plus the append run behind in another
+    (:class:`WriteBehind`), so the models are not kept waiting by either. Returns the number of images
+    processed by this rank.
     """
     mine = pending(items, store, dist)
     bar = progress(len(mine), desc, dist, quiet)
@@ -77,11 +112,14 @@ def run_images(
     def load(item):
         return item, load_image(item[1])
 
+    def write(key, path, image, dets):
+        store.append(key, **record(key, path, image, dets))
+        bar.update(1)
+
     try:
-        for (key, path), image in prefetched(load, mine):
-            dets = segmenter.predict(image)
-            store.append(key, **record(key, path, image, dets))
-            bar.update(1)
+        with WriteBehind() as writer:
+            for (key, path), image in prefetched(load, mine):
+                writer.submit(write, key, path, image, segmenter.predict(image))
     finally:
         bar.close()
         store.close()
