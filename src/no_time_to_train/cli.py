@@ -55,6 +55,13 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="discard earlier (partial) results in the output")
 
 
+def _add_model_method_run_args(p: argparse.ArgumentParser) -> None:
+    """What every model-running verb takes: models and hardware, method settings, run behaviour."""
+    _add_model_args(p)
+    _add_method_args(p)
+    _add_run_args(p)
+
+
 def _method_config(args) -> MethodConfig:
     cfg = MethodConfig.from_file(args.config) if getattr(args, "config", None) else MethodConfig()
     items = list(getattr(args, "overrides", []) or [])
@@ -292,9 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annotations: the JSON's masks (default); from-boxes: SAM2 prompted with each "
                         "annotation box, even where masks exist (for box-only datasets)")
     p.add_argument("--export-masks", type=Path, help="also write each reference mask as a PNG into this folder")
-    _add_model_args(p)
-    _add_method_args(p)
-    _add_run_args(p)
+    _add_model_method_run_args(p)
     p.set_defaults(func=cmd_fill_memory)
 
     p = sub.add_parser("postprocess-memory", help="compute and store the class prototypes (paper stage 2)")
@@ -308,9 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", required=True, type=Path)
     p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
     p.add_argument("--visualize", action="store_true", help="also write overlays (overlays/*.jpg)")
-    _add_model_args(p)
-    _add_method_args(p)
-    _add_run_args(p)
+    _add_model_method_run_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="predict on a COCO-format set and compute COCO AP (bbox, segm)")
@@ -322,9 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", help="comma-separated category names or ids (overrides --split)")
     p.add_argument("--max-images", type=int, help="evaluate only the first N images (quick checks)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
-    _add_model_args(p)
-    _add_method_args(p)
-    _add_run_args(p)
+    _add_model_method_run_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("protocol", help="run a whole benchmark protocol and write a table like the paper's")
@@ -343,18 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     for q in (v, c):
         q.add_argument("-o", "--output", required=True, type=Path, help="output directory (resumable)")
-        _add_model_args(q)
-        _add_method_args(q)
-        _add_run_args(q)
+        _add_model_method_run_args(q)
         q.set_defaults(func=cmd_protocol)
 
     p = sub.add_parser("pseudo-masks", help="give a box-only COCO set masks from SAM2 box prompts (marked pseudo)")
     p.add_argument("annotations", type=Path)
     p.add_argument("--images", required=True, type=Path)
     p.add_argument("-o", "--output", required=True, type=Path, help="COCO JSON to write")
-    _add_model_args(p)
-    _add_method_args(p)
-    _add_run_args(p)
+    _add_model_method_run_args(p)
     p.set_defaults(func=cmd_pseudo_masks)
 
     from .data.convert import add_convert_parser
