@@ -232,6 +232,13 @@ def main(argv=None) -> int:
         raise SystemExit("--device cuda but CUDA is not available")
     warmup = args.warmup if args.warmup is not None else (1 if device.type == "cuda" else 0)
     images = list_images(args.images, args.max_images)
+    annotations = None
+    if args.evaluate:  # checked now, not after the long per-image run
+        annotations = (args.images.parent / "annotations" / f"instances_{args.images.name}.json"
+                       if args.evaluate == "auto" else Path(args.evaluate))
+        if not annotations.is_file():
+            raise SystemExit(f"--evaluate: no COCO annotation file {annotations}; pass the JSON that lists the "
+                             f"images of {args.images} (--evaluate PATH)")
     pbs = args.point_batch_size if args.point_batch_size == "auto" else int(args.point_batch_size)
     config = MethodConfig(points_per_side=args.points_per_side, point_batch_size=pbs)
 
@@ -320,11 +327,9 @@ def main(argv=None) -> int:
         "per_image": records,
     }
     sizes = [r["size"] for r in records]
-    if args.evaluate:
-        ann = (args.images.parent / "annotations" / f"instances_{args.images.name}.json"
-               if args.evaluate == "auto" else Path(args.evaluate))
-        print(f"whole evaluate run ({ann}) ...")
-        report["evaluate_run"] = evaluate_run(faithful, ann, images, device)
+    if annotations:
+        print(f"whole evaluate run ({annotations}) ...")
+        report["evaluate_run"] = evaluate_run(faithful, annotations, images, device)
     if args.probe_decoder:
         print("decoder memory probe ...")
         report["decoder_probe"] = probe_decoder(faithful, images[0])

@@ -103,3 +103,14 @@ def test_report_table_refuses_non_report(tmp_path):
     p.write_text(json.dumps({"hello": 1}))
     with pytest.raises(SystemExit, match="x.json: not a bench.py report"):
         bench_report.main([str(p)])
+
+
+def test_evaluate_without_annotations_fails_before_measuring(tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(b"never decoded: the check comes first")
+    with pytest.raises(SystemExit, match="--evaluate: no COCO annotation file .*instances_imgs.json"):
+        bench.main(["--sam2", "random", "--encoder", "random", "--size", "test", "--images", str(images),
+                    "--out", str(tmp_path / "r.json"), "--evaluate"])
+    assert not (tmp_path / "r.json").exists()
+
