@@ -115,6 +115,8 @@ def reference_items(n_per_class: int, images: list[Path]) -> list[dict]:
 
 def list_images(folder: Path, limit: int | None) -> list[Path]:
     exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+    if not folder.is_dir():
+        raise SystemExit(f"--images {folder}: not a folder; pass a folder of images (e.g. coco-mini/val2017)")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in exts)
     if not paths:
         raise SystemExit(f"no images in {folder}")

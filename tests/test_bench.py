@@ -114,3 +114,9 @@ def test_evaluate_without_annotations_fails_before_measuring(tmp_path):
                     "--out", str(tmp_path / "r.json"), "--evaluate"])
     assert not (tmp_path / "r.json").exists()
 
+
+def test_missing_image_folder_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="--images .*nowhere: not a folder"):
+        bench.main(["--sam2", "random", "--encoder", "random", "--images", str(tmp_path / "nowhere"),
+                    "--out", str(tmp_path / "r.json")])
+
