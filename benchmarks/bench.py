@@ -331,7 +331,7 @@ def main(argv=None) -> int:
     sizes = [r["size"] for r in records]
     if annotations:
         print(f"whole evaluate run ({annotations}) ...")
-        report["evaluate_run"] = evaluate_run(faithful, annotations, images, device)
+        report["evaluate_run"] = evaluate_run(faithful, annotations, images, timer)
     if args.probe_decoder:
         print("decoder memory probe ...")
         report["decoder_probe"] = probe_decoder(faithful, images[0])

@@ -89,13 +89,13 @@ def stress_post(seg: ReferenceSegmenter, image: Path, timer: Timer, n: int = 102
             "seconds_min_of_%d" % repeats: best, "peak_rss": max(r[k]["peak_rss"] for r in runs for k in r)}
 
 
-def evaluate_run(seg: ReferenceSegmenter, annotations: Path, images: list[Path], device: torch.device) -> dict:
+def evaluate_run(seg: ReferenceSegmenter, annotations: Path, images: list[Path], timer: Timer) -> dict:
     """Wall time of a whole ``nttt evaluate`` run over ``images`` (the same path as the command).
 
     Runs :func:`no_time_to_train.pipeline.evaluate_dataset` on the annotations restricted to ``images`` (matched
     by file name): prefetching image loader, per-image result store with fsync, results.json, COCOeval. Output
-    goes to a temporary folder. Returns images, seconds, images/s and peak memory (RSS; CUDA where used). The
-    metrics are not returned: with random weights they mean nothing.
+    goes to a temporary folder. Returns images, seconds, images/s and peak memory (RSS; CUDA where used), timed
+    by ``timer`` like any stage. The metrics are not returned: with random weights they mean nothing.
     """
     import tempfile
 
@@ -111,20 +111,10 @@ def evaluate_run(seg: ReferenceSegmenter, annotations: Path, images: list[Path],
     data = {**data, "images": [im for im in data["images"] if int(im["id"]) in keep],
             "annotations": [a for a in data["annotations"] if int(a["image_id"]) in keep]}
     dataset = CocoDataset(data, images[0].parent)
-    cuda = device.type == "cuda"
+    rec: dict = {}
     with tempfile.TemporaryDirectory(prefix="nttt-bench-") as out:
-        reset_peak_rss()
-        if cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        t0 = time.perf_counter()
-        evaluate_dataset(seg, dataset, [int(c) for c in seg.memory.category_ids], out, DistContext(),
-                         signature={"benchmark": True}, quiet=True)
-        if cuda:
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-    result = {"annotations": str(annotations), "images": len(keep), "seconds": seconds,
-              "images_per_second": len(keep) / seconds, "peak_rss": peak_rss_bytes()}
-    if cuda:
-        result["cuda_peak"] = int(torch.cuda.max_memory_allocated(device))
-    return result
+        timer.run(rec, "evaluate", evaluate_dataset, seg, dataset, [int(c) for c in seg.memory.category_ids], out,
+                  DistContext(), signature={"benchmark": True}, quiet=True)
+    run = rec["evaluate"]
+    return {"annotations": str(annotations), "images": len(keep), **run,
+            "images_per_second": len(keep) / run["seconds"]}
