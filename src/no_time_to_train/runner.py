@@ -86,9 +86,9 @@ class WriteBehind:
             self._pool.shutdown(wait=True)
 
 
-def progress(total: int, desc: str, dist: DistContext, quiet: bool):
+def progress(total: int, desc: str, dist: DistContext, quiet: bool, unit: str = "img"):
     """A progress bar with rate and ETA (rank 0 only; other ranks log nothing)."""
-    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=quiet or not dist.is_main)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=quiet or not dist.is_main)
 
 
 def run_images(
@@ -149,7 +149,7 @@ def run_references(
     ...), on demand, so only one batch of masks is in memory at a time.
     """
     mine = [key for key, _ in pending([(k, None) for k in keys], store, dist)]
-    bar = tqdm(total=len(mine), desc="fill-memory", unit="ref", dynamic_ncols=True, disable=quiet or not dist.is_main)
+    bar = progress(len(mine), "fill-memory", dist, quiet, unit="ref")
     try:
         for start in range(0, len(mine), batch_size):
             chunk = mine[start : start + batch_size]
