@@ -239,6 +239,19 @@ def test_read_authors_pickle(tmp_path):
     assert picks(full) == {2: [203, 201], 1: [105, 102]}
 
 
+def test_read_authors_schema_saved_as_json(tmp_path):
+    """The authors' mapping as JSON (string keys), e.g. the parity data's refs.json, reads like their pickle."""
+    obj = OrderedDict([(2, [{"img_id": 3, "ann_ids": [203, 999]}, {"img_id": 1, "ann_ids": [201]}]),
+                       (1, [{"img_id": 5, "ann_ids": [105]}, {"img_id": 2, "ann_ids": [102]}])])
+    (tmp_path / "refs.json").write_text(json.dumps(obj))
+    from_json = read_references(tmp_path / "refs.json", coco=tiny_case())
+    from_pickle = read_references(write_pickle(tmp_path / "refs.pkl", obj), coco=tiny_case())
+    assert from_json == from_pickle and from_json.meta["source_format"] == "authors-json"
+    (tmp_path / "bad.json").write_text(json.dumps({"1": [{"img_id": 5}]}))
+    with pytest.raises(InputError, match="class '1' is malformed"):
+        read_references(tmp_path / "bad.json")
+
+
 def test_pickle_written_by_us_reads_back(tmp_path):
     refs = sample_references(tiny_case(), [1, 2], 2, seed=7)
     path = write_references_pickle(tmp_path / "r.pkl", refs)

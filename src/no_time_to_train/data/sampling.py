@@ -328,9 +328,12 @@ def _read_json(path: Path, raw: bytes) -> References:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"Reference file {str(path)!r} is not valid JSON ({e}).") from e
+    if isinstance(doc, dict) and doc and all(k.lstrip("-").isdigit() and isinstance(v, list) for k, v in doc.items()):
+        return _from_authors_mapping(doc, path, "authors-json")  # the authors' pickle schema, saved as JSON
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("references"), list):
         raise InputError(f"Reference file {str(path)!r} is not a '{FORMAT}' file (no matching 'format' and "
-                         f"'references'). Write it with write_references.")
+                         f"'references') nor the authors' {{category_id: [{{'img_id', 'ann_ids'}}]}} mapping. "
+                         f"Write it with write_references.")
     meta = {k: v for k, v in doc.items() if k not in ("format", "references", "categories")}
     refs = References(meta=meta)
     names = {int(c["id"]): c.get("name") for c in doc.get("categories") or [] if "id" in c}
@@ -363,7 +366,15 @@ def _read_pickle(path: Path, raw: bytes) -> References:
     if not isinstance(obj, dict):
         raise InputError(f"Reference pickle {str(path)!r} must hold a dict {{category_id: [entries]}}, "
                          f"got {type(obj).__name__}.")
-    refs = References(meta={"seed": None, "shots": None, "annotations": None, "source_format": "pickle"})
+    return _from_authors_mapping(obj, path, "pickle")
+
+
+def _from_authors_mapping(obj: dict, path: Path, source_format: str) -> References:
+    """The authors' reference schema ``{category_id: [{"img_id": int, "ann_ids": [int, ...]}, ...]}``.
+
+    Each entry keeps only its FIRST ann id, as the paper's memory fill does.
+    """
+    refs = References(meta={"seed": None, "shots": None, "annotations": None, "source_format": source_format})
     for key, entries in obj.items():
         try:
             cid = int(key)
@@ -381,7 +392,7 @@ def _read_pickle(path: Path, raw: bytes) -> References:
                     "bbox": None,
                 })
         except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"Reference pickle {str(path)!r}: class {key!r} is malformed ({e!r}); expected "
+            raise InputError(f"Reference file {str(path)!r}: class {key!r} is malformed ({e!r}); expected "
                              f"[{{'img_id': int, 'ann_ids': [int, ...]}}, ...].") from e
         refs[cid] = items
     return refs
