@@ -251,11 +251,11 @@ def cmd_evaluate(args) -> int:
     dist = init_distributed(args.device)
     dataset = CocoDataset(args.annotations, args.images)
     seg = _segmenter(args, dist, memory=args.memory)
-    mem_ids = seg.memory.category_ids
+    mem_ids = [c["id"] for c in seg.memory.dataset_categories]
     if args.split or args.categories:
         cats = resolve_categories(dataset.categories, args.categories or args.split)
     else:
-        cats = [dataset.category(i) for i in mem_ids if i is not None]
+        cats = [dataset.category(i) for i in mem_ids]
     missing = [c["name"] for c in cats if c["id"] not in mem_ids]
     if missing:
         raise InputError(f"the memory {args.memory} has no references for {', '.join(missing)}; "
