@@ -366,14 +366,10 @@ class CocoDataset:
 
     def load_image(self, image_id: int):
         """The image as an RGB ``PIL.Image`` at its original size."""
-        from PIL import Image
+        from ..imageio import open_image
 
-        path = self.image_path(image_id)
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except OSError as e:
-            raise InputError(f"Image file {str(path)!r} cannot be read as an image ({e}).") from e
+        with open_image(self.image_path(image_id), "image file") as im:
+            return im.convert("RGB")
 
     # ------------------------------------------------------------- annotations
     def annotations(

@@ -79,18 +79,14 @@ def _write_json(path: Path, data: Any) -> Path:
 
 def _image_size(path: Path) -> tuple[int, int, int | None]:
     """``(width, height, exif_orientation)`` from the image header only (PIL opens lazily)."""
-    from PIL import Image, UnidentifiedImageError
+    from ..imageio import open_image
 
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
+    with open_image(path, "image file", load=False) as im:
+        w, h = im.size
+        try:
+            orientation = im.getexif().get(0x0112)
+        except Exception:  # noqa: BLE001 - a broken EXIF block must not stop the conversion
             orientation = None
-            try:
-                orientation = im.getexif().get(0x0112)
-            except Exception:  # noqa: BLE001 - a broken EXIF block must not stop the conversion
-                orientation = None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(f"Image file {str(path)!r} cannot be read as an image ({e}): fix or remove it.") from e
     return int(w), int(h), orientation
 
 
