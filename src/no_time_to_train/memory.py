@@ -71,8 +71,8 @@ class ReferenceMemory:
             raise InputError(f"category {name!r}: the category id must be an integer, got {category_id!r}")
         for i, c in enumerate(self.categories):
             if c["name"] == name:
-                if category_id is not None and c["id"] != category_id:
-                    if not c.get("auto_id"):
+                if category_id is not None and c.get("id") != category_id:
+                    if c.get("id") is not None and not c.get("auto_id"):
                         raise InputError(f"category {name!r} already has id {c['id']}, not {category_id}")
                     self._check_id_free(int(category_id), name)
                     self.categories[i] = {"name": name, "id": int(category_id)}
@@ -85,11 +85,11 @@ class ReferenceMemory:
         return len(self.categories) - 1
 
     def _next_id(self) -> int:
-        return max((c["id"] for c in self.categories), default=-1) + 1
+        return max((c["id"] for c in self.categories if c.get("id") is not None), default=-1) + 1
 
     def _check_id_free(self, category_id: int, name: str) -> None:
         for c in self.categories:
-            if c["id"] == category_id and c["name"] != name:
+            if c.get("id") == category_id and c["name"] != name:
                 how = " (given automatically: it was added without an id)" if c.get("auto_id") else ""
                 raise InputError(f"category id {category_id} of {name!r} is already the id of {c['name']!r}{how}; "
                                  f"give {c['name']!r} its own id with add_category or remove it first")

@@ -119,7 +119,8 @@ def resolve_categories(coco_categories: Sequence[Mapping[str, Any]], spec: str) 
 def load_coco_json(path: str | Path) -> dict:
     """Read a COCO-format JSON file into a dict, with clear errors for missing or malformed files.
 
-    Requires ``images`` and ``categories`` lists; ``annotations`` defaults to an empty list.
+    Requires ``images`` and ``categories`` lists; ``annotations`` defaults to an empty list. Every entry is
+    validated up front (:func:`_check_coco_dict`, with ``file_name`` and image sizes required).
     """
     p = Path(path)
     if not p.is_file():
