@@ -211,3 +211,38 @@ def test_help_is_fast_and_imports_no_models():
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC},
                          capture_output=True, text=True).stdout.split()
     assert out == ["False", "False"]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--points-per-side", "abc"], "--points-per-side must be an integer >= 1, got 'abc'"),
+    (["--score-threshold", "high"], "--score-threshold must be a number in [0, 1] or none, got 'high'"),
+    (["--iou-threshold", "5"], "--iou-threshold must be a number in [0, 1], got 5"),
+    (["--soft-merge", "maybe"], "--soft-merge must be true or false, got 'maybe'"),
+    (["--set", "nms_threshold=2"], "--set nms_threshold must be a number in [0, 1], got 2"),
+    (["--device", "gpu"], "--device 'gpu' is not a device"),
+])
+def test_bad_method_flags_are_refused_before_any_work(tmp_path, capsys, flags, message):
+    # every other input is missing too: the flag must be reported first, before any file is read
+    argv = ["evaluate", "--memory", str(tmp_path / "no.safetensors"), "--annotations", str(tmp_path / "no.json"),
+            "--images", str(tmp_path), "-o", str(tmp_path / "out"), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nttt evaluate: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["predict", str(tmp_path), "--memory", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "o"),
+                 "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: CUDA is not available on this machine" in err and "--device cpu" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_max_images_must_be_positive(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--memory", "m", "--annotations", "a.json", "--images", str(tmp_path), "-o",
+              str(tmp_path / "o"), "--max-images", value])
+    assert info.value.code == 2
+    assert f"argument --max-images: must be an integer >= 1, got '{value}'" in capsys.readouterr().err

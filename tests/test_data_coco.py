@@ -150,6 +150,66 @@ def test_missing_image_file_is_named_when_requested(tmp_path):
         ds.image_path(1)
 
 
+def _valid():
+    return {"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 8},
+                       {"id": 2, "file_name": "b.jpg", "width": 10, "height": 8}],
+            "annotations": [{"id": 7, "image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 3], "iscrowd": 0,
+                             "segmentation": [[1, 1, 5, 1, 5, 4]]},
+                            {"id": 8, "image_id": 2, "category_id": 3, "bbox": [0.5, 0, 2, 2],
+                             "segmentation": {"size": [8, 10], "counts": "PP3"}},
+                            {"id": 9, "image_id": 2, "category_id": 3, "bbox": [0, 0, 0, 0]}],  # box only
+            "categories": [{"id": 3, "name": "cat"}]}
+
+
+def _break(path, change):
+    data = _valid()
+    change(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d["annotations"][0].pop("bbox"), r"annotation #0 \(id 7\): 'bbox' must be \[x, y, w, h\]"),
+    (lambda d: d["annotations"][1].update(bbox=[0, 0, -2, 2]), r"annotation #1 \(id 8\): 'bbox' must be"),
+    (lambda d: d["annotations"][1].update(bbox=[0, 0, "2", 2]), r"annotation #1 \(id 8\): 'bbox' must be"),
+    (lambda d: d["annotations"][0].update(segmentation=[[1, 1, 5, 1, 5]]), r"annotation #0 .*a polygon of"),
+    (lambda d: d["annotations"][0].update(segmentation=[[1, 1, "x", 1, 5, 4]]), r"a polygon of 'segmentation'"),
+    (lambda d: d["annotations"][0].update(segmentation=[1, 1, 5, 1, 5, 4]), r"a polygon of 'segmentation'"),
+    (lambda d: d["annotations"][1].update(segmentation={"counts": "PP3"}), r"an RLE 'segmentation' must be"),
+    (lambda d: d["annotations"][0].update(segmentation="mask.png"), r"must be polygons \(a list\) or an RLE"),
+    (lambda d: d["images"][1].update(id="2"), r"image #1 \(id '2'\): the id must be an integer, not str"),
+    (lambda d: d["annotations"][0].update(image_id="1"), r"'image_id', image id '1', is not the integer id of an image"),
+    (lambda d: d["annotations"][0].update(image_id=99), r"'image_id', image id 99, is not the integer id of an image"),
+    (lambda d: d["annotations"][0].update(category_id=4), r"'category_id', category id 4, is not the integer id"),
+    (lambda d: d["annotations"][1].update(id=7), r"annotation #1 \(id 7\): the id is used twice"),
+    (lambda d: d["images"][0].pop("file_name"), r"image #0 \(id 1\): no 'file_name'"),
+    (lambda d: d["images"][0].update(height=0), r"image #0 \(id 1\): 'height' must be a positive integer"),
+    (lambda d: d["categories"][0].pop("name"), r"category #0 \(id 3\): 'name' must be a non-empty string"),
+    (lambda d: d["annotations"][2].update(iscrowd=2), r"'iscrowd' must be 0 or 1"),
+])
+def test_bad_annotation_files_are_refused_up_front(tmp_path, change, message):
+    path = _break(tmp_path / "ann.json", change)
+    for load in (lambda: load_coco_json(path), lambda: CocoDataset(path, tmp_path)):
+        with pytest.raises(InputError, match=rf"ann\.json has \d+ invalid entr(y|ies): .*{message}"):
+            load()
+
+
+def test_valid_file_loads_and_problems_are_counted(tmp_path):
+    assert len(CocoDataset(_break(tmp_path / "ok.json", lambda d: None), tmp_path)) == 2
+
+    def many(d):
+        for a in d["annotations"]:
+            a.pop("bbox")
+        d["images"][0]["id"] = "1"
+
+    with pytest.raises(InputError, match=r"has 4 invalid entries: image #0 .*; annotation #0 .*; annotation #1 .*; \.\.\."):
+        load_coco_json(_break(tmp_path / "bad.json", many))
+    # a GT dict for evaluation needs no image files: file_name is not required there
+    data = _valid()
+    del data["images"][0]["file_name"]
+    assert gt_subset(data, [3])["annotations"] == data["annotations"]
+
+
 # ------------------------------------------------------------------------------------------- gt subset
 
 def test_gt_subset():

@@ -103,7 +103,7 @@ def ref_items(coco_mini):
 
 @pytest.fixture
 def seg(make_segmenter, ref_items):
-    s = make_segmenter(points_per_side=6, iou_threshold=-1.0)  # keep every proposal: more work for NMS/merging
+    s = make_segmenter(points_per_side=6, iou_threshold=0.0)  # keep every proposal: more work for NMS/merging
     s.add_references(ref_items)
     return s
 
@@ -275,7 +275,7 @@ def test_fast_modes_run_on_tiny_models(kwargs, overrides, ref_items, coco_mini):
 
 def test_fp32_modes_keep_the_faithful_outputs(make_segmenter, ref_items, coco_mini, tiny_sam2, tiny_encoder):
     """Attention backend and decoder batch do not change fp32 results beyond float rounding."""
-    seg = make_segmenter(iou_threshold=-1.0)
+    seg = make_segmenter(iou_threshold=0.0)  # keep every proposal
     seg.add_references(ref_items)
     path = sorted((coco_mini / "val2017").glob("*.jpg"))[1]
     a = seg.predict(path)

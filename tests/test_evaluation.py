@@ -172,3 +172,29 @@ def test_write_metrics_and_table(tmp_path):
     assert lines[0] == "2 images, 0 detections, 2 categories"
     assert lines[2].split("|")[1:4] == [" metric ", "   bbox ", "   segm "]
     assert "| AP     |    0.0 |    0.0 |" in table
+
+
+def test_evaluation_refuses_memory_categories_that_would_score_as_another_class(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from no_time_to_train import InputError, ReferenceMemory
+    from no_time_to_train.data.coco import CocoDataset
+    from no_time_to_train.pipeline import check_memory_categories, evaluate_dataset
+
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 4}], "annotations": [],
+          "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "bicycle"}, {"id": 3, "name": "car"}]}
+    dataset = CocoDataset(gt, tmp_path)
+    mem = ReferenceMemory()
+    mem.add(torch.ones(4), 1.0, "person", 1)
+    mem.add(torch.ones(4), 1.0, "my bike")  # no dataset id: automatic id 2, bicycle's id in this dataset
+    check_memory_categories(mem, dataset, [1])
+    with pytest.raises(InputError, match="'my bike' was added without a dataset id and got the automatic id 2, "
+                                         "which is 'bicycle'"):
+        evaluate_dataset(SimpleNamespace(memory=mem), dataset, [1, 2], tmp_path / "out", None, signature={})
+    assert not (tmp_path / "out").exists()
+    other = ReferenceMemory()
+    other.add(torch.ones(4), 1.0, "dog", 3)
+    with pytest.raises(InputError, match="category id 3 is 'dog' in the memory but 'car' in the annotation dict"):
+        check_memory_categories(other, dataset, [3])

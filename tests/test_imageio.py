@@ -58,3 +58,34 @@ def test_masks(tmp_path):
         load_mask(np.zeros((4, 6), bool))
     with pytest.raises(InputError, match="not found"):
         load_mask(tmp_path / "nomask.png")
+
+
+def test_images_above_pils_limit_load_up_to_ours(tmp_path, monkeypatch):
+    import no_time_to_train.imageio as imageio
+
+    rgb = np.random.default_rng(1).integers(0, 255, (10, 20, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # PIL alone: DecompressionBombError above 100 px
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "big.png")
+    assert np.array_equal(load_image(tmp_path / "big.png"), rgb)  # 200 px: within our limit
+    assert Image.MAX_IMAGE_PIXELS == 50  # PIL's own setting is left as it was
+    monkeypatch.setattr(imageio, "MAX_IMAGE_PIXELS", 199)
+    with pytest.raises(InputError, match=r"big\.png is 20x10 = 200 pixels, above the limit of 199 .*MAX_IMAGE_PIXELS"):
+        load_image(tmp_path / "big.png")
+    with pytest.raises(InputError, match="above the limit"):
+        load_mask(tmp_path / "big.png")
+
+
+def test_dataset_images_obey_the_same_limit(tmp_path, monkeypatch):
+    import no_time_to_train.imageio as imageio
+    from no_time_to_train.data.coco import CocoDataset
+
+    Image.new("RGB", (20, 10)).save(tmp_path / "a.png")
+    ds = CocoDataset({"images": [{"id": 1, "file_name": "a.png", "width": 20, "height": 10}], "annotations": [],
+                      "categories": [{"id": 1, "name": "a"}]}, tmp_path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    assert ds.load_image(1).size == (20, 10)
+    monkeypatch.setattr(imageio, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(InputError, match=r"a\.png is 20x10"):
+        ds.load_image(1)

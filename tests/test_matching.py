@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -159,3 +161,61 @@ def test_upsample_masks_direct_is_one_bilinear_resize():
     out = upsample_masks(logits, (37, 23), chunk=2)
     expect = F.interpolate(logits[:, None], size=(37, 23), mode="bilinear", align_corners=False)[:, 0] > 0
     assert out.dtype == torch.bool and torch.equal(out, expect)
+
+
+def _candidate_logits(n=7, low=16, seed=0):
+    torch.manual_seed(seed)
+    return torch.randn(n, low, low) * 3 + 1  # overlapping blobs, some pixels near the threshold
+
+
+@pytest.mark.parametrize("mode", ["direct", "sam"])
+def test_packed_masks_hold_the_same_bits_as_dense_ones(mode):
+    from no_time_to_train.matching import PackedMasks
+
+    logits = _candidate_logits()
+    dense = upsample_masks(logits, (37, 23), mode=mode)  # 851 pixels: not a multiple of 8
+    assert torch.equal(upsample_masks(logits, (37, 23), mode=mode, chunk=1), dense)
+    packed = PackedMasks.upsample(logits, (37, 23), mode=mode, chunk=2)
+    assert packed.shape == (7, 37, 23) and packed.bits.shape == (7, 107) and packed.bits.dtype == torch.uint8
+    order = torch.tensor([4, 0, 6, 2])
+    assert torch.equal(packed[order], dense[order])
+    flat = dense.flatten(1)
+    assert torch.equal(packed.columns(order, 16, 851), flat[order, 16:851])
+    assert torch.equal(packed.columns(order, 0, 5), flat[order, :5])
+
+
+def test_soft_merge_decay_is_the_same_for_packed_masks_and_any_chunk():
+    from no_time_to_train.matching import PackedMasks
+
+    logits = _candidate_logits(n=9, seed=3)
+    emb = F.normalize(torch.randn(9, 5).abs(), dim=1)
+    labels = torch.tensor([0, 1, 0, 0, 1, 0, 2, 0, 1])
+    dense = upsample_masks(logits, (37, 23))
+    expect = soft_merge_decay(dense, emb, labels)
+    assert (expect < 1).sum() >= 3  # the masks do overlap: the comparison is not vacuous
+    assert torch.equal(soft_merge_decay(dense, emb, labels, chunk=8), expect)
+    assert torch.equal(soft_merge_decay(PackedMasks.upsample(logits, (37, 23), chunk=1), emb, labels, chunk=16), expect)
+
+
+def test_merge_in_packed_chunks_is_bit_identical_to_the_dense_path(monkeypatch):
+    from no_time_to_train import ReferenceSegmenter
+    from no_time_to_train.matching import PackedMasks
+    from no_time_to_train.predictor import Candidates
+
+    seg = ReferenceSegmenter(sam2=None, encoder=None)  # merge needs no model
+    for name in ("a", "b", "c"):
+        seg.memory.add_category(name)
+    logits = _candidate_logits(n=12, seed=5)
+    torch.manual_seed(6)
+    cand = Candidates(logits, torch.rand(12), torch.randint(0, 3, (12,)), F.normalize(torch.randn(12, 5), dim=1))
+    seg.config = seg.config.replace(max_detections=8)
+    dense = seg.merge(cand, (41, 29))
+    monkeypatch.setattr("no_time_to_train.matching.DENSE_MASK_BYTES", 0)  # force the packed path...
+    monkeypatch.setattr("no_time_to_train.matching.WORK_BYTES", 1)  # ...one mask at a time
+    made = []
+    real = PackedMasks.upsample.__func__
+    monkeypatch.setattr(PackedMasks, "upsample", classmethod(lambda cls, *a, **k: made.append(1) or real(cls, *a, **k)))
+    packed = seg.merge(cand, (41, 29))
+    assert made and len(dense) == len(packed) == 8
+    for key in ("masks", "boxes", "scores", "labels"):
+        assert np.array_equal(getattr(dense, key), getattr(packed, key)), key

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,3 +110,85 @@ def test_dimension_mismatch_and_non_finite_vectors():
         mem.add(torch.ones(5), 1.0, "dog")
     with pytest.raises(InputError, match="non-finite"):
         mem.add(torch.tensor([float("nan"), 0, 0, 0]), 1.0, "dog")
+
+
+def test_id_less_category_gets_its_own_stable_id_above_the_others(tmp_path):
+    from no_time_to_train import Detections
+
+    mem = _memory()  # dog 18, cat 17
+    mem.add(torch.tensor([0.0, 0, 0, 1]), 1.0, "my mug")  # added in the app: no dataset id
+    assert mem.category_ids == [18, 17, 19] and mem.categories[2]["auto_id"] is True
+    assert [c["name"] for c in mem.dataset_categories] == ["dog", "cat"]
+    # the COCO export keeps the dataset ids (it used to switch every category to its label index)
+    dets = Detections(np.zeros((3, 2, 2), bool), np.zeros((3, 4), np.float32), np.array([0.9, 0.8, 0.7], np.float32),
+                      np.array([0, 1, 2]), mem.category_names, mem.category_ids)
+    assert [r["category_id"] for r in dets.to_coco(1)] == [18, 17, 19]
+    # ids never depend on the other categories: removing or adding one changes no other id
+    mem.remove_category("dog")
+    mem.add(torch.tensor([1.0, 1, 0, 0]), 1.0, "my cup")
+    assert mem.category_ids == [17, 19, 20]
+    back = ReferenceMemory.load(mem.save(tmp_path / "m.safetensors"))
+    assert back.category_ids == [17, 19, 20] and back.categories[1] == {"name": "my mug", "id": 19, "auto_id": True}
+
+
+def test_category_ids_never_collide():
+    mem = _memory()
+    mem.add(torch.ones(4), 1.0, "my mug")  # auto id 19
+    with pytest.raises(InputError, match=r"category id 19 of 'horse' is already the id of 'my mug' \(given automatically"):
+        mem.add(torch.ones(4), 1.0, "horse", 19)
+    with pytest.raises(InputError, match="category id 17 of 'bird' is already the id of 'cat'"):
+        mem.add_category("bird", 17)
+    with pytest.raises(InputError, match="already has id 18, not 5"):
+        mem.add_category("dog", 5)
+    with pytest.raises(InputError, match="must be an integer"):
+        mem.add_category("bird", "16")
+    assert mem.add_category("my mug", 44) == 2  # a dataset id replaces the automatic one
+    assert mem.categories[2] == {"name": "my mug", "id": 44}
+    assert ReferenceMemory().add_category("first") == 0 and ReferenceMemory().category_ids == []
+
+
+def _edit_header(path, edit):
+    """Rewrite a memory file's JSON header with ``edit(meta)`` (what a hand edit does), tensors unchanged."""
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["nttt"])
+    tensors = load_file(str(path))
+    out = edit(meta, tensors)
+    tensors = out if isinstance(out, dict) and "vectors" in out else tensors  # edits may return new tensors
+    save_file(tensors, str(path), metadata={"nttt": json.dumps(meta)})
+
+
+def test_old_files_without_ids_get_automatic_ids_above_the_dataset_ids(tmp_path):
+    path = _memory().save(tmp_path / "m.safetensors")
+
+    def drop_dog_id(meta, tensors):
+        meta["categories"][0]["id"] = None  # as written before every category had an id
+        meta["categories"][1]["id"] = 0
+
+    _edit_header(path, drop_dog_id)
+    mem = ReferenceMemory.load(path)
+    assert mem.category_names == ["dog", "cat"] and mem.category_ids == [1, 0]
+    assert mem.categories[0]["auto_id"] and not mem.categories[1].get("auto_id")
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m, t: t["vectors"].__setitem__((1, 2), float("nan")), r"references \[1\] have NaN/infinite vectors"),
+    (lambda m, t: t["vectors"].__setitem__((0, 0), float("inf")), r"references \[0\] have NaN/infinite"),
+    (lambda m, t: t["weights"].__setitem__(2, -1.0), r"references \[2\] have .* invalid weights"),
+    (lambda m, t: {**t, "weights": t["weights"][:2]}, r"are not \(N, D\) and \(N,\)"),
+    (lambda m, t: m["references"].pop(), "3 vectors but 2 reference records"),
+    (lambda m, t: m["references"][0].update(category="cow"), "unknown categories 'cow'"),
+    (lambda m, t: m["references"][1].update(category="cat"), "stored prototypes do not match"),
+    (lambda m, t: m["categories"].append(dict(m["categories"][0])), "listed twice"),
+    (lambda m, t: m["categories"][1].update(id=18), "already the id of 'dog'"),
+    (lambda m, t: m["categories"][1].update(name=""), "non-empty string"),
+    (lambda m, t: m.update(categories={"dog": 18}), "not a list of"),
+    (lambda m, t: m.update(references=None), "not a list of records"),
+    (lambda m, t: m.pop("references"), "'references'"),
+])
+def test_damaged_or_hand_edited_memory_is_refused_naming_the_file(tmp_path, edit, message):
+    path = _memory().save(tmp_path / "m.safetensors")
+    _edit_header(path, edit)
+    with pytest.raises(InputError, match=rf"memory file .*m\.safetensors is damaged or was edited by hand \(.*{message}"):
+        ReferenceMemory.load(path)

@@ -71,7 +71,7 @@ def test_predict_matches_step_by_step_pipeline(seg, coco_mini):
 
 
 def test_all_prompts_decoded_when_grid_not_multiple_of_batch(make_segmenter, monkeypatch):
-    seg = make_segmenter(points_per_side=5, point_batch_size=7, iou_threshold=-1.0)  # keep everything
+    seg = make_segmenter(points_per_side=5, point_batch_size=7, iou_threshold=0.0)  # keep all: IoU is a sigmoid
     seen = []
     real = seg.sam2.decode
 

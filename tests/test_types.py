@@ -61,3 +61,13 @@ def test_config_round_trip_and_validation(tmp_path):
     with pytest.raises(InputError, match="point_grid"):
         MethodConfig(point_grid="random")
     assert MethodConfig().max_pre_merge == 800
+
+
+def test_to_coco_never_switches_ids_when_some_categories_lack_one():
+    d = _dets()
+    d.category_ids = [17, None]  # "dog" has no id
+    with pytest.raises(InputError, match="categories dog have no category id while the others have dataset ids"):
+        d.to_coco(1)
+    assert [r["category_id"] for r in d.to_coco(1, {"cat": 5, "dog": 6})] == [6, 5]
+    d.category_ids = [None, None]  # no ids at all: label indices
+    assert [r["category_id"] for r in d.to_coco(1)] == [1, 0]

@@ -63,12 +63,43 @@ def _add_model_method_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _method_config(args) -> MethodConfig:
+    """The method settings: ``--config`` file, then ``--set`` items, then the per-setting flags.
+
+    An invalid value is reported under the name the user typed: ``--iou-threshold``, ``--set iou_threshold``
+    or the config file's key.
+    """
     cfg = MethodConfig.from_file(args.config) if getattr(args, "config", None) else MethodConfig()
-    items = list(getattr(args, "overrides", []) or [])
+    items, labels = [], {}
+    for item in getattr(args, "overrides", []) or []:
+        key = item.split("=", 1)[0].strip().replace("-", "_")
+        items.append(item)
+        labels[key] = f"--set {key}"
     for key, value in vars(args).items():
         if key.startswith("cfg_") and value is not None:
             items.append(f"{key[4:]}={value}")
-    return cfg.with_overrides(items) if items else cfg
+            labels[key[4:]] = "--" + key[4:].replace("_", "-")
+    return cfg.with_overrides(items, labels) if items else cfg
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of counts such as ``--max-images``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _check_up_front(args) -> None:
+    """Validate the method settings and the device before any file is read or model loaded."""
+    if hasattr(args, "overrides"):
+        _method_config(args)
+    if getattr(args, "device", None) is not None:
+        from .distributed import resolve_device
+
+        resolve_device(args.device)
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -220,11 +251,11 @@ def cmd_evaluate(args) -> int:
     dist = init_distributed(args.device)
     dataset = CocoDataset(args.annotations, args.images)
     seg = _segmenter(args, dist, memory=args.memory)
-    mem_ids = seg.memory.category_ids
+    mem_ids = [c["id"] for c in seg.memory.dataset_categories]
     if args.split or args.categories:
         cats = resolve_categories(dataset.categories, args.categories or args.split)
     else:
-        cats = [dataset.category(i) for i in mem_ids if i is not None]
+        cats = [dataset.category(i) for i in mem_ids]
     missing = [c["name"] for c in cats if c["id"] not in mem_ids]
     if missing:
         raise InputError(f"the memory {args.memory} has no references for {', '.join(missing)}; "
@@ -323,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="categories to evaluate: coco-novel | coco-all | voc-split1|2|3 "
                    "(default: the memory's categories)")
     p.add_argument("--categories", help="comma-separated category names or ids (overrides --split)")
-    p.add_argument("--max-images", type=int, help="evaluate only the first N images (quick checks)")
+    p.add_argument("--max-images", type=_positive_int, help="evaluate only the first N images (quick checks)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
     _add_model_method_run_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -365,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "quiet", False))
     try:
+        _check_up_front(args)
         return args.func(args)
     except (NtttError, FileExistsError) as exc:
         print(f"nttt {args.command}: error: {exc}", file=sys.stderr)

@@ -8,11 +8,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from .errors import InputError
+
+
+class SettingError(InputError):
+    """A method setting of the wrong type or out of range.
+
+    ``setting``: the field name; ``problem``: what is wrong (``"must be ..., got ..."``); the message starts
+    with ``label``, the setting as its user wrote it (``config: iou_threshold``, ``--iou-threshold``, or
+    ``config file c.yaml: iou_threshold``).
+    """
+
+    def __init__(self, setting: str, problem: str, label: str | None = None):
+        self.setting, self.problem = setting, problem
+        super().__init__(f"{label or 'config: ' + setting} {problem}")
+
+    def relabel(self, label: str) -> "SettingError":
+        return SettingError(self.setting, self.problem, label)
 
 
 @dataclass
@@ -46,6 +65,9 @@ class MethodConfig:
         mask_threshold: mask logits strictly above it are foreground.
         add_no_memory_embedding: *quirk* the paper does NOT add SAM2's ``no_memory_embedding`` to the image
             embedding (stock SAM2 predictors do); set True to add it.
+
+    Every setting is type- and range-checked when the config is made (a :class:`SettingError` naming it):
+    integers must be integers (``True`` is not one), flags real booleans, thresholds numbers in their range.
 
     Scoring, NMS and merging (METHOD.md 5.4-5.8)
         nms_threshold: class-aware box NMS IoU threshold, ranked by predicted IoU (*quirk*, as the paper).
@@ -91,30 +113,13 @@ class MethodConfig:
     score_threshold: float | None = None
     negative_temperature: float = 0.8
 
-    _CHOICES = {
-        "ref_mask_sampling": ("top-left", "area"),
-        "prototype": ("instance-mean", "pooled"),
-        "point_grid": ("border", "centered"),
-        "prompt_mode": ("grid", "guided"),
-        "nms_rank_by": ("predicted_iou", "score"),
-        "mask_upsampling": ("direct", "sam"),
-        "box_convention": ("inclusive", "exclusive"),
-    }
-
     def __post_init__(self) -> None:
-        self.multimask_tokens = tuple(int(t) for t in self.multimask_tokens)
-        for name, allowed in self._CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise InputError(f"config: {name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if self.point_batch_size != "auto" and (not isinstance(self.point_batch_size, int) or self.point_batch_size < 1):
-            raise InputError(f"config: point_batch_size must be a positive integer or 'auto', got {self.point_batch_size!r}")
-        if not self.multimask_tokens or not set(self.multimask_tokens) <= {1, 2, 3}:
-            raise InputError(f"config: multimask_tokens must be a non-empty subset of 1, 2, 3, got {self.multimask_tokens}")
-        for name in ("points_per_side", "guided_points", "max_detections", "pre_merge_factor", "encoder_size", "sam_image_size"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"config: {name} must be >= 1, got {getattr(self, name)}")
-        if self.encoder_size % 14:
-            raise InputError(f"config: encoder_size must be a multiple of the 14 px patch, got {self.encoder_size}")
+        for f in fields(self):
+            check = _CHECKS[f.name]
+            try:
+                setattr(self, f.name, check(getattr(self, f.name)))
+            except ValueError as exc:
+                raise SettingError(f.name, str(exc)) from None
 
     # -- serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -150,25 +155,150 @@ class MethodConfig:
             data = data["method"]
         if not isinstance(data, dict):
             raise InputError(f"config file {path} must hold a mapping of setting: value")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except SettingError as exc:
+            raise exc.relabel(f"config file {path}: {exc.setting}") from None
 
     def replace(self, **overrides: Any) -> "MethodConfig":
         """A copy with some settings changed (validated)."""
         return MethodConfig.from_dict({**self.to_dict(), **overrides})
 
-    def with_overrides(self, items: list[str]) -> "MethodConfig":
-        """Apply ``key=value`` strings (values parsed as YAML scalars), e.g. ``["points_per_side=16"]``."""
-        import yaml
+    def with_overrides(self, items: list[str], labels: Mapping[str, str] | None = None) -> "MethodConfig":
+        """Apply ``key=value`` strings (values parsed as YAML scalars), e.g. ``["points_per_side=16"]``.
 
+        ``labels`` maps a setting to the name its user typed (the CLI passes ``{"iou_threshold":
+        "--iou-threshold"}``), so that an error names the flag rather than the field.
+        """
+        labels = dict(labels or {})
         updates: dict[str, Any] = {}
         for item in items:
             if "=" not in item:
                 raise InputError(f"config override {item!r} must look like key=value")
             key, value = item.split("=", 1)
-            updates[key.strip().replace("-", "_")] = yaml.safe_load(value)
-        return self.replace(**updates)
+            key = key.strip().replace("-", "_")
+            updates[key] = _parse_scalar(value, labels.get(key, f"config: {key}"))
+        try:
+            return self.replace(**updates)
+        except SettingError as exc:
+            raise exc.relabel(labels[exc.setting]) if exc.setting in labels else exc from None
 
     @property
     def max_pre_merge(self) -> int:
         """Cap on NMS survivors entering soft merging (800 in the paper)."""
         return self.pre_merge_factor * self.max_detections
+
+
+# -- validation: one check per setting, each returns the value normalised or raises ValueError(problem) ---
+_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _parse_scalar(text: str, label: str) -> Any:
+    """A ``--set``/flag value as YAML would read it; ``1e-3`` (a string to YAML 1.1) is read as a number."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{label}: cannot parse {text!r} ({exc})") from None
+    if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
+        value = float(value)
+    return value
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _integer(lo: int, multiple: int = 1) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if not _is_int(v) or v < lo or v % multiple:
+            what = f"a multiple of {multiple} (>= {lo})" if multiple > 1 else f"an integer >= {lo}"
+            raise ValueError(f"must be {what}, got {v!r}")
+        return int(v)
+
+    return check
+
+
+def _number(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            optional: bool = False) -> Callable[[Any], float | None]:
+    if lo is not None and hi is not None:
+        what = f"a number in [{lo:g}, {hi:g}]"
+    elif lo is not None:
+        what = f"a number {'>' if lo_open else '>='} {lo:g}"
+    else:
+        what = "a finite number"
+    what += " or none" if optional else ""
+
+    def check(v: Any) -> float | None:
+        if optional and (v is None or (isinstance(v, str) and v.lower() == "none")):
+            return None
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or v <= hi)
+        if not ok:
+            raise ValueError(f"must be {what}, got {v!r}")
+        return float(v)
+
+    return check
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {v!r}")
+        return v
+
+    return check
+
+
+def _flag(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false, got {v!r}")
+    return v
+
+
+def _batch_size(v: Any) -> int | str:
+    if v == "auto":
+        return v
+    if not _is_int(v) or v < 1:
+        raise ValueError(f"must be 'auto' or an integer >= 1, got {v!r}")
+    return int(v)
+
+
+def _tokens(v: Any) -> tuple[int, ...]:
+    items = [v] if _is_int(v) else v.split(",") if isinstance(v, str) else v
+    try:
+        tokens = tuple(int(t) if isinstance(t, str) else t for t in items)
+    except (TypeError, ValueError):
+        tokens = None
+    if not tokens or not all(_is_int(t) and t in (1, 2, 3) for t in tokens) or len(set(tokens)) < len(tokens):
+        raise ValueError(f"must be a non-empty subset of 1, 2, 3 (a list, or comma-separated), got {v!r}")
+    return tuple(int(t) for t in tokens)
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "context_ratio": _number(0.0),
+    "encoder_size": _integer(14, multiple=14),
+    "ref_mask_sampling": _choice("top-left", "area"),
+    "prototype": _choice("instance-mean", "pooled"),
+    "sam_image_size": _integer(1),
+    "points_per_side": _integer(1),
+    "point_grid": _choice("border", "centered"),
+    "point_batch_size": _batch_size,
+    "prompt_mode": _choice("grid", "guided"),
+    "guided_points": _integer(1),
+    "multimask_tokens": _tokens,
+    "iou_threshold": _number(0.0, 1.0),
+    "mask_threshold": _number(),
+    "add_no_memory_embedding": _flag,
+    "nms_threshold": _number(0.0, 1.0),
+    "nms_rank_by": _choice("predicted_iou", "score"),
+    "max_detections": _integer(1),
+    "pre_merge_factor": _integer(1),
+    "merge_exponent": _number(0.0),
+    "soft_merge": _flag,
+    "mask_upsampling": _choice("direct", "sam"),
+    "box_convention": _choice("inclusive", "exclusive"),
+    "score_threshold": _number(0.0, 1.0, optional=True),
+    "negative_temperature": _number(0.0, lo_open=True),
+}

@@ -15,7 +15,39 @@ from typing import Sequence, TypeVar
 
 import torch
 
+from .errors import InputError
+
 T = TypeVar("T")
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(requested: str | torch.device | None, flag: str = "--device") -> torch.device:
+    """``requested`` as a device this machine has: ``auto``/None is cuda when available, else cpu.
+
+    An unknown name, a CUDA device without CUDA (or past the last GPU) and mps without Metal are refused
+    with an InputError naming ``flag``.
+    """
+    if requested is None or requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(requested)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"{flag} {requested!r} is not a device: use {DEVICE_CHOICES}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"{flag} {requested}: CUDA is not available on this machine (this torch "
+                             f"{'cannot see a GPU' if torch.version.cuda else 'was built without CUDA'}); "
+                             f"use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise InputError(f"{flag} {requested}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"{flag} {requested}: Apple Metal (mps) is not available on this machine; use cpu or auto")
+    elif dev.type != "cpu":
+        raise InputError(f"{flag} {requested!r} is not supported: use {DEVICE_CHOICES}")
+    return dev
 
 
 @dataclass
@@ -39,9 +71,7 @@ class DistContext:
 
     def device(self, requested: str | None) -> torch.device:
         """The device for this process: ``cuda:LOCAL_RANK`` under torchrun on GPUs, else ``requested``."""
-        if requested in (None, "auto"):
-            requested = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(requested)
+        dev = resolve_device(requested)
         if dev.type == "cuda" and dev.index is None and self.world_size > 1:
             dev = torch.device("cuda", self.local_rank)
         if dev.type == "cuda":

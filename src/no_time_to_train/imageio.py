@@ -7,6 +7,7 @@ RGBA (alpha dropped), CMYK and 16-bit images are converted; 16-bit data is scale
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Union
 
@@ -30,14 +31,38 @@ def describe(source: object) -> str:
     return type(source).__name__
 
 
-def _open(path: str | os.PathLike, what: str) -> Image.Image:
+#: The largest image (in pixels) read from a file: 250 MP. PIL's own guard (a warning above 89.5 MP, an error
+#: above 179 MP) is replaced by this one, so 100+ MP photos load; a larger image is refused with an
+#: InputError saying its size. Raise it (``no_time_to_train.imageio.MAX_IMAGE_PIXELS = ...``) for bigger ones:
+#: predictions hold ``detections x pixels`` bytes of masks (see ``ReferenceSegmenter.merge``).
+MAX_IMAGE_PIXELS = 250_000_000
+_PIL_GUARD = threading.Lock()
+
+
+def open_image(path: str | os.PathLike, what: str = "image", load: bool = True) -> Image.Image:
+    """Open an image file with PIL (decoded unless ``load=False``), refusing missing, undecodable and too
+    large files (above :data:`MAX_IMAGE_PIXELS`) with one InputError naming the file."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} {p} not found: check the path")
     try:
-        img = Image.open(p)
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        with _PIL_GUARD:  # PIL's limit is process-wide: lift it only while this header is read
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                img = Image.open(p)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        w, h = img.size
+        if w * h > MAX_IMAGE_PIXELS:
+            img.close()
+            raise InputError(f"{what} {p} is {w}x{h} = {w * h:,} pixels, above the limit of {MAX_IMAGE_PIXELS:,} "
+                             f"(no_time_to_train.imageio.MAX_IMAGE_PIXELS); downscale it, or raise the limit if "
+                             f"the machine has the memory")
+        if load:
+            img.load()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise InputError(f"{what} {p} could not be decoded ({exc}); is it a valid image file?") from exc
     return img
 
@@ -91,7 +116,7 @@ def load_image(source: ImageLike) -> np.ndarray:
     """
     name = describe(source)
     if isinstance(source, (str, os.PathLike)):
-        return _pil_to_rgb(_open(source, "image"))
+        return _pil_to_rgb(open_image(source, "image"))
     if isinstance(source, Image.Image):
         return _pil_to_rgb(source)
     if isinstance(source, np.ndarray):
@@ -107,7 +132,7 @@ def load_mask(source: MaskLike, shape: tuple[int, int] | None = None, *, name: s
     """
     label = f"{name} {describe(source)}"
     if isinstance(source, (str, os.PathLike)):
-        img = _open(source, name)
+        img = open_image(source, name)
         if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
             arr = np.asarray(img.convert("RGBA"))[..., 3] > 0
         else:

@@ -180,22 +180,102 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     return order[torch.from_numpy(np.flatnonzero(keep)).to(order.device)]
 
 
-def upsample_masks(
-    logits: torch.Tensor, size: tuple[int, int], threshold: float = 0.0, mode: str = "direct", chunk: int = 32
-) -> torch.Tensor:
-    """Low-res logits ``(n, h, w)`` -> bool masks ``(n, H, W)`` by bilinear upsampling then ``> threshold``.
+#: Working memory (bytes) one chunk of full-resolution post-processing aims at, beyond its output.
+WORK_BYTES = 128 << 20
+#: Above this many bytes of ``(K, H, W)`` bool candidate masks, merging keeps them bit-packed (:class:`PackedMasks`).
+DENSE_MASK_BYTES = 1 << 30
+_UPSAMPLE_BYTES_PER_PIXEL = 9  # F.interpolate's float32 output, the bool comparison, slack
 
-    ``"direct"``: one resize to ``(H, W)`` (the paper). ``"sam"``: via 1024² first, like SAM2's post-processing.
-    Processed ``chunk`` masks at a time to bound memory.
+
+def _upsampled_chunks(logits: torch.Tensor, size: tuple[int, int], threshold: float, mode: str, chunk: int | None):
+    """Yield ``(start, (c, H, W) bool)`` for consecutive chunks of masks: bilinear upsampling then ``> threshold``.
+
+    Each mask is resized on its own (a batch of masks gives the same values as one at a time), so the chunk
+    size never changes the result. Default chunk: as many masks as fit in :data:`WORK_BYTES` (at least one).
     """
-    out = torch.zeros((logits.shape[0], *size), dtype=torch.bool, device=logits.device)
+    if chunk is None:
+        chunk = max(1, WORK_BYTES // (_UPSAMPLE_BYTES_PER_PIXEL * size[0] * size[1]))
     for s in range(0, logits.shape[0], chunk):
         x = logits[s : s + chunk, None].float()
         if mode == "sam":
             x = F.interpolate(x, size=(1024, 1024), mode="bilinear", align_corners=False)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        out[s : s + chunk] = x[:, 0] > threshold
+        yield s, x[:, 0] > threshold
+
+
+def upsample_masks(
+    logits: torch.Tensor, size: tuple[int, int], threshold: float = 0.0, mode: str = "direct", chunk: int | None = None
+) -> torch.Tensor:
+    """Low-res logits ``(n, h, w)`` -> bool masks ``(n, H, W)`` by bilinear upsampling then ``> threshold``.
+
+    ``"direct"``: one resize to ``(H, W)`` (the paper). ``"sam"``: via 1024² first, like SAM2's post-processing.
+    Processed ``chunk`` masks at a time (default: what fits in :data:`WORK_BYTES`) to bound memory.
+    """
+    out = torch.zeros((logits.shape[0], *size), dtype=torch.bool, device=logits.device)
+    for s, part in _upsampled_chunks(logits, size, threshold, mode, chunk):
+        out[s : s + len(part)] = part
     return out
+
+
+class PackedMasks:
+    """``(n, H, W)`` bool masks kept 8 pixels to a byte (row-major pixels, most significant bit first).
+
+    ``bits``: ``(n, ceil(H*W / 8))`` uint8. Indexing with rows (``masks[order]``) gives ``(k, H, W)`` bool;
+    :meth:`columns` gives a range of flat pixels of some masks. Used by merging when the dense candidate
+    masks would exceed :data:`DENSE_MASK_BYTES`: 1/8 of their memory, the same bits.
+    """
+
+    def __init__(self, bits: torch.Tensor, size: tuple[int, int]):
+        self.bits, self.size = bits, (int(size[0]), int(size[1]))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.bits.shape[0], *self.size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.bits.device
+
+    @staticmethod
+    def _shifts(device) -> torch.Tensor:
+        return torch.arange(7, -1, -1, dtype=torch.uint8, device=device)
+
+    @classmethod
+    def upsample(cls, logits: torch.Tensor, size: tuple[int, int], threshold: float = 0.0, mode: str = "direct",
+                 chunk: int | None = None) -> "PackedMasks":
+        """:func:`upsample_masks`, packed chunk by chunk (never all masks dense at once)."""
+        n_bytes = -(-size[0] * size[1] // 8)
+        bits = torch.zeros((logits.shape[0], n_bytes), dtype=torch.uint8, device=logits.device)
+        shifts = cls._shifts(logits.device)
+        for s, part in _upsampled_chunks(logits, size, threshold, mode, chunk):
+            flat = F.pad(part.flatten(1).to(torch.uint8), (0, n_bytes * 8 - part[0].numel()))
+            bits[s : s + len(part)] = (flat.view(len(part), n_bytes, 8) << shifts).sum(dim=2, dtype=torch.uint8)
+        return cls(bits, size)
+
+    def columns(self, rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Flat pixels ``start:stop`` of masks ``rows`` as ``(len(rows), stop - start)`` bool; ``start % 8 == 0``."""
+        assert start % 8 == 0, start
+        b = self.bits[rows, start // 8 : -(-stop // 8)]
+        unpacked = ((b[..., None] >> self._shifts(b.device)) & 1).bool().flatten(1)
+        return unpacked[:, : stop - start]
+
+    def __getitem__(self, rows) -> torch.Tensor:
+        rows = torch.as_tensor(rows, device=self.bits.device).reshape(-1)
+        h, w = self.size
+        out = torch.empty((len(rows), h, w), dtype=torch.bool, device=self.bits.device)
+        step = max(1, WORK_BYTES // (2 * h * w))  # unpacking needs about 2 bytes per pixel
+        for s in range(0, len(rows), step):
+            out[s : s + step] = self.columns(rows[s : s + step], 0, h * w).view(-1, h, w)
+        return out
+
+
+def full_res_masks(logits: torch.Tensor, size: tuple[int, int], threshold: float = 0.0,
+                   mode: str = "direct") -> torch.Tensor | PackedMasks:
+    """:func:`upsample_masks`, or the same masks as :class:`PackedMasks` when dense ones would exceed
+    :data:`DENSE_MASK_BYTES` (a huge image or many candidates)."""
+    if logits.shape[0] * size[0] * size[1] > DENSE_MASK_BYTES:
+        return PackedMasks.upsample(logits, size, threshold, mode)
+    return upsample_masks(logits, size, threshold, mode)
 
 
 def mask_extents(masks: torch.Tensor) -> torch.Tensor:
@@ -207,27 +287,36 @@ def mask_extents(masks: torch.Tensor) -> torch.Tensor:
 
 
 def soft_merge_decay(
-    masks: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, exponent: float = 0.5, chunk: int = 1 << 16
+    masks: torch.Tensor | PackedMasks, embeddings: torch.Tensor, labels: torch.Tensor, exponent: float = 0.5,
+    chunk: int = 1 << 16,
 ) -> torch.Tensor:
     """Semantic-aware soft-merging factors ``(n,)`` (METHOD.md 5.7).
 
-    masks: ``(n, H, W)`` bool in ranking order (earlier = higher rank); embeddings: ``(n, D)`` unit vectors;
-    labels: ``(n,)``. For mask i: ``IoS_i = max_{j < i, same label} |M_i & M_j| / |M_i| * max(0, e_i . e_j)``
-    and the factor is ``(1 - IoS_i) ** exponent`` (1 for the first mask of each label and for empty masks).
-    Intersections are exact pixel counts at full resolution, from one matrix product per label,
-    accumulated over pixel chunks.
+    masks: ``(n, H, W)`` bool (or :class:`PackedMasks`) in ranking order (earlier = higher rank); embeddings:
+    ``(n, D)`` unit vectors; labels: ``(n,)``. For mask i:
+    ``IoS_i = max_{j < i, same label} |M_i & M_j| / |M_i| * max(0, e_i . e_j)`` and the factor is
+    ``(1 - IoS_i) ** exponent`` (1 for the first mask of each label and for empty masks). Intersections are
+    exact pixel counts at full resolution, from one matrix product per label, accumulated over ``chunk``
+    pixels at a time (a multiple of 8); only one chunk of one label's masks is ever copied.
     """
     n = masks.shape[0]
     ios = torch.zeros(n, dtype=torch.float64, device=masks.device)
-    flat = masks.flatten(1)
+    pixels = masks.shape[1] * masks.shape[2]
+    if isinstance(masks, PackedMasks):
+        columns = masks.columns
+    else:
+        flat = masks.flatten(1)
+
+        def columns(rows, start, stop):
+            return flat[rows, start:stop]
+
     for label in torch.unique(labels):
         idx = torch.nonzero(labels == label).flatten()
         if len(idx) < 2:
             continue
-        m = flat[idx]
         inter = torch.zeros(len(idx), len(idx), dtype=torch.float64, device=masks.device)
-        for s in range(0, m.shape[1], chunk):
-            part = m[:, s : s + chunk].float()
+        for s in range(0, pixels, chunk):
+            part = columns(idx, s, min(s + chunk, pixels)).float()
             inter += (part @ part.T).double()
         area = inter.diagonal().clone()
         cos = (embeddings[idx] @ embeddings[idx].T).clamp(min=0).double()

@@ -9,6 +9,7 @@ With ViT-L a reference costs 4 KB of vector plus its metadata line; the original
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ FORMAT = "nttt-memory/1"
 class ReferenceMemory:
     """Per-reference vectors ``(N, D)`` with their category and provenance.
 
-    categories: ordered ``[{"name": str, "id": int | None}]``; a category's label index is its position.
+    categories: ordered ``[{"name": str, "id": int}]`` (plus ``"auto_id": True`` where the id was assigned
+    automatically, see :meth:`add_category`); a category's label index is its position.
     references: one metadata dict per row of ``vectors`` (``category`` name, ``source`` description).
     encoder: identity of the feature encoder the vectors come from (see ``PatchEncoder.describe``).
     """
@@ -46,21 +48,51 @@ class ReferenceMemory:
 
     @property
     def category_ids(self) -> list[int | None]:
+        """Each category's id, in label order: its dataset id, or the automatic one it was given when added
+        (None only in a ``categories`` list written by hand)."""
         return [c.get("id") for c in self.categories]
 
+    @property
+    def dataset_categories(self) -> list[dict]:
+        """The categories whose id comes from a dataset (not assigned automatically)."""
+        return [c for c in self.categories if not c.get("auto_id")]
+
     def add_category(self, name: str, category_id: int | None = None) -> int:
-        """Register a category (no-op if present) and return its label index."""
+        """Register a category (no-op if present) and return its label index.
+
+        Every category has an id that never depends on the other categories: ``category_id`` (a dataset id),
+        or, without one, an automatic id one above the largest id in the memory when it is added, marked
+        ``auto_id`` and kept when other categories come or go. A later dataset id replaces an automatic one.
+        Two categories never share an id: a ``category_id`` another category holds is refused.
+        """
         if not isinstance(name, str) or not name.strip():
             raise InputError(f"category name must be a non-empty string, got {name!r}")
+        if category_id is not None and (not isinstance(category_id, numbers.Integral) or isinstance(category_id, bool)):
+            raise InputError(f"category {name!r}: the category id must be an integer, got {category_id!r}")
         for i, c in enumerate(self.categories):
             if c["name"] == name:
-                if category_id is not None and c.get("id") not in (None, category_id):
-                    raise InputError(f"category {name!r} already has id {c['id']}, not {category_id}")
-                if category_id is not None:
-                    c["id"] = int(category_id)
+                if category_id is not None and c.get("id") != category_id:
+                    if c.get("id") is not None and not c.get("auto_id"):
+                        raise InputError(f"category {name!r} already has id {c['id']}, not {category_id}")
+                    self._check_id_free(int(category_id), name)
+                    self.categories[i] = {"name": name, "id": int(category_id)}
                 return i
-        self.categories.append({"name": name, "id": None if category_id is None else int(category_id)})
+        if category_id is None:
+            self.categories.append({"name": name, "id": self._next_id(), "auto_id": True})
+        else:
+            self._check_id_free(int(category_id), name)
+            self.categories.append({"name": name, "id": int(category_id)})
         return len(self.categories) - 1
+
+    def _next_id(self) -> int:
+        return max((c["id"] for c in self.categories if c.get("id") is not None), default=-1) + 1
+
+    def _check_id_free(self, category_id: int, name: str) -> None:
+        for c in self.categories:
+            if c.get("id") == category_id and c["name"] != name:
+                how = " (given automatically: it was added without an id)" if c.get("auto_id") else ""
+                raise InputError(f"category id {category_id} of {name!r} is already the id of {c['name']!r}{how}; "
+                                 f"give {c['name']!r} its own id with add_category or remove it first")
 
     def label_of(self, name: str) -> int:
         for i, c in enumerate(self.categories):
@@ -185,17 +217,43 @@ class ReferenceMemory:
             raise InputError(f"memory file {path} is not a no-time-to-train memory ({exc})") from exc
         if meta.get("format") != FORMAT:
             raise InputError(f"memory file {path} has format {meta.get('format')!r}, expected {FORMAT!r}")
-        mem = cls(
-            categories=meta["categories"],
-            vectors=tensors["vectors"],
-            weights=tensors["weights"],
-            references=meta["references"],
-            encoder=meta.get("encoder", {}),
-            config=meta.get("config", {}),
-        )
-        if len(mem.references) != mem.vectors.shape[0]:
-            raise InputError(f"memory file {path} is inconsistent: {mem.vectors.shape[0]} vectors, {len(mem.references)} records")
+        try:
+            mem = cls(
+                categories=_check_categories(meta["categories"]),
+                vectors=tensors["vectors"],
+                weights=tensors["weights"],
+                references=meta["references"],
+                encoder=meta.get("encoder", {}),
+                config=meta.get("config", {}),
+            )
+            mem._check_integrity(tensors.get("prototypes"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"memory file {path} is damaged or was edited by hand ({exc}); rebuild it "
+                             f"(nttt fill-memory, or export it again from the app)") from None
         return mem
+
+    def _check_integrity(self, prototypes: torch.Tensor | None) -> None:
+        """Refuse tensors and metadata that do not agree (ValueError saying what is wrong)."""
+        v, w = self.vectors, self.weights
+        if not isinstance(self.references, list) or not all(isinstance(r, dict) for r in self.references):
+            raise ValueError("'references' is not a list of records")
+        if not isinstance(self.config, dict) or not isinstance(self.encoder, dict):
+            raise ValueError("'config' and 'encoder' must be mappings")
+        if v.dim() != 2 or w.shape != (v.shape[0],):
+            raise ValueError(f"vectors {tuple(v.shape)} and weights {tuple(w.shape)} are not (N, D) and (N,)")
+        if len(self.references) != v.shape[0]:
+            raise ValueError(f"{v.shape[0]} vectors but {len(self.references)} reference records")
+        bad = (~torch.isfinite(v).all(dim=1) | ~torch.isfinite(w) | (w < 0)).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(f"references {bad[:5]} have NaN/infinite vectors or invalid weights")
+        names = set(self.category_names)
+        unknown = sorted({repr(r.get("category")) for r in self.references if r.get("category") not in names})
+        if unknown:
+            raise ValueError(f"references of unknown categories {', '.join(unknown)}")
+        if prototypes is not None:
+            expected = self.prototypes(self.config.get("prototype", "instance-mean"))
+            if prototypes.shape != expected.shape or not torch.allclose(prototypes, expected, atol=1e-5):
+                raise ValueError("the stored prototypes do not match the stored vectors and categories")
 
     def check_encoder(self, encoder: dict) -> None:
         """Refuse to mix vectors from one encoder with features from another."""
@@ -210,3 +268,25 @@ class ReferenceMemory:
                 f"{encoder.get('name_or_path') or encoder.get('model_type')} (dim {encoder.get('hidden_size')}, "
                 f"fingerprint {theirs}); rebuild the memory with the current encoder or load the original one"
             )
+
+
+def _check_categories(categories: object) -> list[dict]:
+    """The categories of a memory file, checked: unique non-empty names, unique integer ids.
+
+    Files written before every category had an id may hold ``"id": null``: such a category gets an automatic
+    id here, above the file's dataset ids, as :meth:`ReferenceMemory.add_category` would give it.
+    """
+    if not isinstance(categories, list) or not all(isinstance(c, dict) for c in categories):
+        raise ValueError("'categories' is not a list of {name, id} records")
+    mem = ReferenceMemory()
+    try:
+        for c in sorted(categories, key=lambda c: c.get("id") is None):  # ids first, then the id-less
+            if c.get("name") in mem.category_names:
+                raise ValueError(f"category {c['name']!r} is listed twice")
+            mem.add_category(c.get("name"), c.get("id"))
+            if c.get("auto_id"):
+                mem.categories[-1]["auto_id"] = True
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    by_name = {c["name"]: c for c in mem.categories}
+    return [by_name[c["name"]] for c in categories]

@@ -15,6 +15,7 @@ import numpy as np
 
 from .data.coco import CocoDataset
 from .distributed import DistContext
+from .errors import InputError
 from .evaluation import evaluate_coco, write_metrics
 from .imageio import load_image
 from .memory import ReferenceMemory
@@ -95,6 +96,27 @@ def fill_memory(
     return memory
 
 
+def check_memory_categories(memory: ReferenceMemory, dataset: CocoDataset, category_ids: Sequence[int]) -> None:
+    """Refuse to evaluate when a memory category would be scored as another dataset category.
+
+    Each evaluated id must belong, in the memory, to a category with a dataset id (not an automatic one) and
+    the dataset's name for that id; otherwise its detections would count for the wrong class.
+    """
+    where = dataset.json_path or "the annotation dict"
+    by_id = {c.get("id"): c for c in memory.categories}
+    for cid in category_ids:
+        mine, theirs = by_id.get(cid), dataset.category(cid)["name"]
+        if mine is None:
+            continue
+        if mine.get("auto_id"):
+            raise InputError(f"the memory's category {mine['name']!r} was added without a dataset id and got the "
+                             f"automatic id {cid}, which is {theirs!r} in {where}; give it its dataset id or "
+                             f"remove it before evaluating")
+        if mine["name"] != theirs:
+            raise InputError(f"category id {cid} is {mine['name']!r} in the memory but {theirs!r} in {where}: "
+                             f"the memory was built with another dataset's category ids")
+
+
 def evaluate_dataset(
     seg,
     dataset: CocoDataset,
@@ -111,8 +133,10 @@ def evaluate_dataset(
     """Predict every image of ``dataset`` with ``seg``'s memory, write ``results.json`` and ``metrics.json``.
 
     Segm metrics are computed only when the ground truth has masks; ground truth whose masks were made by
-    SAM2 (``info.pseudo_masks``) is labelled as such in the metrics. Returns the metrics on rank 0.
+    SAM2 (``info.pseudo_masks``) is labelled as such in the metrics. The memory's categories are checked
+    against the dataset's first (:func:`check_memory_categories`). Returns the metrics on rank 0.
     """
+    check_memory_categories(seg.memory, dataset, category_ids)
     out = Path(out)
     store = ResultStore(out / "parts", dist.rank)
     store.check_signature(signature, overwrite, dist.is_main)

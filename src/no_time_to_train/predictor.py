@@ -19,6 +19,7 @@ from .imageio import ImageLike, MaskLike, describe, load_image, load_mask
 from .matching import (
     batched_nms,
     classify,
+    full_res_masks,
     guided_points,
     mask_boxes_inclusive,
     mask_embeddings,
@@ -26,7 +27,6 @@ from .matching import (
     point_grid,
     select_best_token,
     soft_merge_decay,
-    upsample_masks,
 )
 from .memory import ReferenceMemory
 from .models.dinov2 import PatchEncoder
@@ -374,12 +374,19 @@ class ReferenceSegmenter:
         return Candidates(proposals.logits[keep].to(dev), scores[keep], labels[keep], emb[keep])
 
     def merge(self, candidates: Candidates, image_size: tuple[int, int]) -> Detections:
-        """Upsample the survivors to the image, soft-merge their scores and keep the top detections."""
+        """Upsample the survivors to the image, soft-merge their scores and keep the top detections.
+
+        Memory, for ``K`` candidates, ``N`` detections kept and an ``H x W`` image: the output's ``N*H*W``
+        bytes, plus the candidates' full-resolution masks: ``K*H*W`` bytes, or ``K*H*W/8`` (bit-packed) once
+        that would exceed ``matching.DENSE_MASK_BYTES`` (1 GiB), plus working chunks of about
+        ``max(matching.WORK_BYTES, 9*H*W)`` bytes for upsampling and ``13 * K * 65536`` bytes for the
+        soft-merge intersections. The packed path gives the same bits as the dense one.
+        """
         cfg = self.config
         names, ids = self.memory.category_names, self.memory.category_ids
         if len(candidates.scores) == 0:
             return Detections.empty(image_size, names, category_ids=ids, box_convention=cfg.box_convention)
-        masks = upsample_masks(candidates.logits, image_size, cfg.mask_threshold, cfg.mask_upsampling)
+        masks = full_res_masks(candidates.logits, image_size, cfg.mask_threshold, cfg.mask_upsampling)
         scores, labels = candidates.scores, candidates.labels
         if cfg.soft_merge:
             scores = scores * soft_merge_decay(masks, candidates.embeddings, labels, cfg.merge_exponent)

@@ -113,7 +113,9 @@ class Detections:
         """COCO result dicts ``{image_id, category_id, bbox, score, segmentation (RLE)}``.
 
         ``category_ids``: a list indexed by label, or a ``{name: id}`` mapping; defaults to the memory's
-        ids (``self.category_ids``), else the label index itself.
+        ids (``self.category_ids``: each category's own id, never depending on the others), or the label
+        index when no category has an id. Some categories with ids and some without is an InputError
+        naming those without: their ids would otherwise collide or silently change.
         """
         ids = self._id_lookup(category_ids)
         out = []
@@ -132,9 +134,16 @@ class Detections:
     def _id_lookup(self, category_ids) -> list[int]:
         names = self.category_names
         if category_ids is None:
-            if self.category_ids and all(i is not None for i in self.category_ids):
-                return [int(i) for i in self.category_ids]  # type: ignore[arg-type]
-            return list(range(len(names)))
+            ids = list(self.category_ids)[: len(names)]
+            ids += [None] * (len(names) - len(ids))
+            if all(i is None for i in ids):  # no ids at all: the label index is the only number there is
+                return list(range(len(names)))
+            missing = [n for n, i in zip(names, ids) if i is None]
+            if missing:
+                raise InputError(f"to_coco: categories {', '.join(missing)} have no category id while the others "
+                                 f"have dataset ids; pass category_ids= for every category (a memory gives "
+                                 f"each category an id of its own, see ReferenceMemory.add_category)")
+            return [int(i) for i in ids]  # type: ignore[arg-type]
         if isinstance(category_ids, Mapping):
             missing = [n for n in names if n not in category_ids]
             if missing:

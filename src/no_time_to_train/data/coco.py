@@ -10,6 +10,7 @@ import contextlib
 import glob
 import io
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -118,7 +119,8 @@ def resolve_categories(coco_categories: Sequence[Mapping[str, Any]], spec: str) 
 def load_coco_json(path: str | Path) -> dict:
     """Read a COCO-format JSON file into a dict, with clear errors for missing or malformed files.
 
-    Requires ``images`` and ``categories`` lists; ``annotations`` defaults to an empty list.
+    Requires ``images`` and ``categories`` lists; ``annotations`` defaults to an empty list. Every entry is
+    validated up front (:func:`_check_coco_dict`, with ``file_name`` and image sizes required).
     """
     p = Path(path)
     if not p.is_file():
@@ -132,11 +134,20 @@ def load_coco_json(path: str | Path) -> dict:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"Annotation file {str(p)!r} is not valid JSON ({e}). Pass a COCO-format JSON file.") from e
-    _check_coco_dict(data, str(p))
+    _check_coco_dict(data, str(p), need_files=True)
     return data
 
 
-def _check_coco_dict(data: Any, where: str) -> None:
+def _check_coco_dict(data: Any, where: str, need_files: bool = False) -> None:
+    """Validate a COCO instances dict up front, so that a bad entry fails now, not after hours of prediction.
+
+    Checks: unique integer image, category and annotation ids; category names; every annotation's
+    ``image_id``/``category_id`` known, its ``bbox`` four finite numbers with ``w, h >= 0``, its
+    ``segmentation`` (optional) polygons of ``(x, y)`` points (at least 2: COCO itself has some degenerate
+    ones) or an RLE ``{size, counts}``.
+    ``need_files``: images are going to be read, so every image needs ``file_name`` and positive
+    ``height``/``width``. Raises one InputError naming ``where``, the first problems and how many there are.
+    """
     if not isinstance(data, dict):
         raise InputError(f"{where} is not a COCO-format object (expected a JSON object with 'images', "
                          f"'annotations' and 'categories').")
@@ -146,6 +157,97 @@ def _check_coco_dict(data: Any, where: str) -> None:
     if "annotations" in data and not isinstance(data["annotations"], list):
         raise InputError(f"{where}: 'annotations' must be a list.")
     data.setdefault("annotations", [])
+    problems = _Problems()
+    image_ids = _check_entries(data["images"], "image", problems, lambda im: _image_problem(im, need_files))
+    category_ids = _check_entries(data["categories"], "category", problems, _category_problem)
+    _check_entries(data["annotations"], "annotation", problems,
+                   lambda a: _annotation_problem(a, image_ids, category_ids))
+    if problems.count:
+        raise InputError(f"{where} has {problems.count} invalid entr{'y' if problems.count == 1 else 'ies'}: "
+                         f"{'; '.join(problems.first)}{'; ...' if problems.count > len(problems.first) else ''}. "
+                         f"Fix the annotation file (see the COCO format: cocodataset.org/#format-data).")
+
+
+class _Problems:
+    """The number of problems found and the text of the first few."""
+
+    def __init__(self, keep: int = 3):
+        self.count, self.first, self.keep = 0, [], keep
+
+    def add(self, text: str) -> None:
+        self.count += 1
+        if len(self.first) < self.keep:
+            self.first.append(text)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_entries(entries: list, kind: str, problems: _Problems, check) -> set[int]:
+    """Run ``check`` (entry -> problem text or None) on each entry; returns the set of valid integer ids."""
+    ids: set[int] = set()
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            problems.add(f"{kind} #{i} is a {type(e).__name__}, not an object")
+            continue
+        eid = e.get("id")
+        what = f"{kind} #{i} (id {eid!r})"
+        if not _is_int(eid):
+            problems.add(f"{what}: the id must be an integer, not {type(eid).__name__}")
+            continue
+        if eid in ids:
+            problems.add(f"{what}: the id is used twice")
+        ids.add(eid)
+        problem = check(e)
+        if problem:
+            problems.add(f"{what}: {problem}")
+    return ids
+
+
+def _image_problem(im: dict, need_files: bool) -> str | None:
+    if need_files and (not isinstance(im.get("file_name"), str) or not im["file_name"]):
+        return "no 'file_name'"
+    for key in ("height", "width"):
+        if (need_files or key in im) and not (_is_int(im.get(key)) and im[key] > 0):
+            return f"'{key}' must be a positive integer, got {im.get(key)!r}"
+    return None
+
+
+def _category_problem(c: dict) -> str | None:
+    if not isinstance(c.get("name"), str) or not c["name"].strip():
+        return f"'name' must be a non-empty string, got {c.get('name')!r}"
+    return None
+
+
+def _annotation_problem(a: dict, image_ids: set[int], category_ids: set[int]) -> str | None:
+    if a.get("image_id") not in image_ids or not _is_int(a.get("image_id")):
+        return f"its 'image_id', image id {a.get('image_id')!r}, is not the integer id of an image in the file"
+    if a.get("category_id") not in category_ids or not _is_int(a.get("category_id")):
+        return f"its 'category_id', category id {a.get('category_id')!r}, is not the integer id of a category in the file"
+    box = a.get("bbox")
+    if not isinstance(box, list) or len(box) != 4 or not all(_is_num(v) for v in box) or box[2] < 0 or box[3] < 0:
+        return f"'bbox' must be [x, y, w, h] (finite numbers, w and h >= 0), got {box!r}"
+    seg = a.get("segmentation")
+    if isinstance(seg, list):
+        for poly in seg:
+            if not isinstance(poly, list) or len(poly) < 4 or len(poly) % 2 or not all(_is_num(v) for v in poly):
+                return ("a polygon of 'segmentation' must be a flat list [x1, y1, x2, y2, ...] of finite numbers, "
+                        "an even count of them and at least 2 points")
+    elif isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)) \
+                or not isinstance(counts, (str, bytes, list)):
+            return "an RLE 'segmentation' must be {'size': [height, width], 'counts': ...}"
+    elif seg is not None:
+        return f"'segmentation' must be polygons (a list) or an RLE (an object), got {type(seg).__name__}"
+    if a.get("iscrowd", 0) not in (0, 1):
+        return f"'iscrowd' must be 0 or 1, got {a.get('iscrowd')!r}"
+    return None
 
 
 def _as_coco_dict(coco: Any) -> dict:
@@ -180,7 +282,7 @@ class CocoDataset:
 
     def __init__(self, annotations: str | Path | dict, images: str | Path):
         if isinstance(annotations, dict):
-            _check_coco_dict(annotations, "The annotation dict")
+            _check_coco_dict(annotations, "The annotation dict", need_files=True)
             self.json_path: Path | None = None
             self._data = annotations
         else:
@@ -265,14 +367,10 @@ class CocoDataset:
 
     def load_image(self, image_id: int):
         """The image as an RGB ``PIL.Image`` at its original size."""
-        from PIL import Image
+        from ..imageio import open_image
 
-        path = self.image_path(image_id)
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except OSError as e:
-            raise InputError(f"Image file {str(path)!r} cannot be read as an image ({e}).") from e
+        with open_image(self.image_path(image_id), "image file") as im:
+            return im.convert("RGB")
 
     # ------------------------------------------------------------- annotations
     def annotations(

@@ -79,18 +79,14 @@ def _write_json(path: Path, data: Any) -> Path:
 
 def _image_size(path: Path) -> tuple[int, int, int | None]:
     """``(width, height, exif_orientation)`` from the image header only (PIL opens lazily)."""
-    from PIL import Image, UnidentifiedImageError
+    from ..imageio import open_image
 
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
+    with open_image(path, "image file", load=False) as im:
+        w, h = im.size
+        try:
+            orientation = im.getexif().get(0x0112)
+        except Exception:  # noqa: BLE001 - a broken EXIF block must not stop the conversion
             orientation = None
-            try:
-                orientation = im.getexif().get(0x0112)
-            except Exception:  # noqa: BLE001 - a broken EXIF block must not stop the conversion
-                orientation = None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(f"Image file {str(path)!r} cannot be read as an image ({e}): fix or remove it.") from e
     return int(w), int(h), orientation
 
 
@@ -416,14 +412,14 @@ def cdfsod_references(shot_json: str | Path | Mapping[str, Any], shots: int | No
     ascending category id (JSON order within a category). An image with several annotations of a class gives
     several references (unlike the authors' ``coco_to_pkl.py``, which repeats the first instance).
     ``shots`` (default: from the file name ``{k}_shot.json``) is only checked to be positive; see
-    :func:`group_references` for the K-per-class padding. Raises InputError for annotations that name an
-    unknown image or category, and for categories without any annotation.
+    :func:`group_references` for the K-per-class padding. Raises InputError for an invalid COCO file
+    (annotations that name an unknown image or category, ...) and for categories without any annotation.
     """
     from .coco import _check_coco_dict, load_coco_json
 
     if isinstance(shot_json, Mapping):
         data, where = dict(shot_json), "the shot annotation dict"
-        _check_coco_dict(data, where)
+        _check_coco_dict(data, where, need_files=True)
     else:
         where = repr(str(shot_json))
         data = load_coco_json(shot_json)
@@ -435,19 +431,9 @@ def cdfsod_references(shot_json: str | Path | Mapping[str, Any], shots: int | No
     images = {int(im["id"]): im for im in data["images"]}
     cats = {int(c["id"]): c for c in data["categories"]}
     per_cat: dict[int, list[dict]] = {c: [] for c in sorted(cats)}
-    for i, ann in enumerate(data["annotations"]):
-        try:
-            aid, iid, cid = int(ann["id"]), int(ann["image_id"]), int(ann["category_id"])
-            bbox = [float(v) for v in ann["bbox"]]
-            if len(bbox) != 4:
-                raise ValueError("bbox needs 4 numbers")
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"Annotation #{i} in {where} is malformed ({e!r}): it needs id, image_id, category_id "
-                             f"and bbox [x, y, w, h].") from e
-        if iid not in images:
-            raise InputError(f"Annotation {aid} in {where} refers to image id {iid}, which is not in 'images'.")
-        if cid not in cats:
-            raise InputError(f"Annotation {aid} in {where} has category id {cid}, which is not in 'categories'.")
+    for ann in data["annotations"]:  # ids, references and boxes were validated by _check_coco_dict
+        aid, iid, cid = ann["id"], ann["image_id"], ann["category_id"]
+        bbox = [float(v) for v in ann["bbox"]]
         per_cat[cid].append({
             "category_id": cid,
             "category_name": cats[cid]["name"],
