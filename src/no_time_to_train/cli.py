@@ -87,15 +87,18 @@ def _file_digest(path: Path) -> str:
 
 def _segmenter(args, dist, memory=None, need_sam2=True):
     """The segmenter with its models loaded now, so that a bad checkpoint fails before any work starts."""
+    from .models.checkpoints import check_models
     from .predictor import ReferenceSegmenter
 
+    config = _method_config(args)
+    check_models(encoder=args.encoder, **({"sam2": args.sam2} if need_sam2 else {}))
     if getattr(args, "quiet", False):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     device = dist.device(args.device)
     seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
-                             config=_method_config(args), memory=memory)
+                             config=config, memory=memory)
     seg.encoder
     if need_sam2:
         seg.sam2
