@@ -3,8 +3,11 @@ resume after a crash, 2 processes equal 1, predict on folders."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from no_time_to_train.cli import main
+from no_time_to_train.cli import build_parser, main
+from no_time_to_train.config import MethodConfig
 
 # The 18 COCO novel classes that have a valid 1-shot reference in coco-mini's train2017 slice
 # (every train and couch instance there is within 10 px of the border, which the sampler rejects).
@@ -211,3 +215,38 @@ def test_help_is_fast_and_imports_no_models():
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC},
                          capture_output=True, text=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def _method_flag_help(verb: str) -> dict[str, str]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.option_strings[0]: a.help for a in sub.choices[verb]._actions if a.dest.startswith("cfg_")}
+
+
+@pytest.mark.parametrize("verb", ["predict", "evaluate", "fill-memory", "pseudo-masks"])
+def test_method_flag_help_gives_meaning_and_allowed_values(verb):
+    helps = _method_flag_help(verb)
+    assert sorted(helps) == sorted("--" + f.name.replace("_", "-") for f in dataclasses.fields(MethodConfig))
+    assert helps["--iou-threshold"] == ("proposals are kept when SAM2's predicted IoU is strictly greater "
+                                        "(float in [0, 1]; default 0.4)")
+    assert helps["--prompt-mode"].endswith("(one of grid, guided; default grid)")
+    assert helps["--soft-merge"].endswith("(true or false; default true)")
+    assert helps["--point-batch-size"].endswith("(integer >= 1 or auto; default auto)")
+    assert helps["--score-threshold"].endswith("(float in [0, 1] or null; default null)")
+    assert helps["--multimask-tokens"].endswith("(list of integers from 1, 2, 3; default [1, 2, 3])")
+    assert helps["--encoder-size"].endswith("(integer multiple of 14; default 518)")
+    for flag, text in helps.items():  # every flag: a meaning (from MethodConfig's docstring), then the values
+        name = flag[2:].replace("-", "_")
+        default = getattr(MethodConfig(), name)
+        assert re.fullmatch(r"\S.{9,} \(.+; default .+\)", text), flag
+        assert "``" not in text and "*quirk*" not in text, flag
+        assert MethodConfig().with_overrides([f"{name}={text.rsplit('default ', 1)[1][:-1]}"]) \
+            == MethodConfig(), f"{flag}: the documented default {default!r} does not parse back"
+
+
+def test_predict_help_shows_method_flag_help(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "300")
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert re.search(r"--iou-threshold V +proposals are kept when SAM2's predicted IoU is strictly greater "
+                     r"\(float in \[0, 1\]; default 0\.4\)", out)

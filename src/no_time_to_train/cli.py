@@ -14,14 +14,13 @@ Heavy imports (torch, transformers) happen inside the verbs, so ``--help`` is in
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import logging
 import sys
 from pathlib import Path
 
 from . import __version__
-from .config import MethodConfig
+from .config import MethodConfig, field_help
 from .errors import InputError, NtttError
 
 log = logging.getLogger("no_time_to_train")
@@ -45,9 +44,9 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, help="YAML/JSON file of method settings")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any method setting, e.g. --set points_per_side=16 (repeatable)")
-    for f in dataclasses.fields(MethodConfig):
-        g.add_argument("--" + f.name.replace("_", "-"), dest="cfg_" + f.name, default=None, metavar="V",
-                       help=f"(default: {f.default})")
+    for name, text in field_help().items():
+        g.add_argument("--" + name.replace("_", "-"), dest="cfg_" + name, default=None, metavar="V",
+                       help=text.replace("%", "%%"))
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,9 @@ section 11). They are faithful by default; the alternative values are there to a
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,20 +21,22 @@ from .errors import InputError
 class MethodConfig:
     """Hyper-parameters of reference encoding, proposal generation, scoring and merging.
 
+    Each setting is documented below as ``name[, allowed values]: meaning`` (the CLI's ``--help`` shows these).
+
     Reference encoding (METHOD.md section 3)
-        context_ratio: the square crop side is ``(1 + context_ratio) * max(box_w, box_h)``.
-        encoder_size: DINOv2 input side (518 gives 37x37 patches of 14 px).
+        context_ratio, >= 0: the square crop side is ``(1 + context_ratio) * max(box_w, box_h)``.
+        encoder_size, multiple of 14: DINOv2 input side (518 gives 37x37 patches of 14 px).
         ref_mask_sampling: *quirk* ``"top-left"`` samples the soft 518x518 mask at each patch's top-left pixel
             (PyTorch nearest); ``"area"`` uses the patch's mean mask value instead.
         prototype: *quirk* ``"instance-mean"`` = normalise(mean of per-reference vectors) (the paper);
             ``"pooled"`` weights every foreground patch of all references equally.
 
     Proposals (METHOD.md 5.3)
-        sam_image_size: SAM2 input side; targets are squashed to it.
-        points_per_side: the point grid is ``points_per_side**2`` prompts.
+        sam_image_size, >= 1: SAM2 input side; targets are squashed to it.
+        points_per_side, >= 1: the point grid is ``points_per_side**2`` prompts.
         point_grid: *quirk* ``"border"`` = linspace(0, S-1, n) + 0.5 (includes the borders, the paper);
             ``"centered"`` = SAM's automatic-mask-generator grid ``(i + 0.5) / n * S``.
-        point_batch_size: prompts decoded per mask-decoder call. It never changes the results (each prompt is
+        point_batch_size, >= 1: prompts decoded per mask-decoder call. It never changes the results (each prompt is
             decoded independently), only speed and peak memory. ``"auto"`` (default) picks the largest batch
             that fits in half the free memory of the device, at most 1024 on CUDA and 64 on CPU, where larger
             batches are no faster (``resources.auto_point_batch_size``); the paper used 256, which an
@@ -40,26 +44,26 @@ class MethodConfig:
         prompt_mode: ``"grid"`` (the paper) prompts SAM2 with the ``points_per_side``² grid; ``"guided"`` is a
             fast deviation that prompts only the ``guided_points`` DINOv2 patch centres most similar to any
             class prototype (fewer decoder passes; the results differ from the paper's).
-        guided_points: number of prompts in ``"guided"`` mode.
-        multimask_tokens: mask tokens the best-IoU choice is made among (the paper: 1, 2, 3).
-        iou_threshold: proposals are kept when SAM2's predicted IoU is strictly greater.
+        guided_points, >= 1: number of prompts in ``"guided"`` mode.
+        multimask_tokens, from 1, 2, 3: mask tokens the best-IoU choice is made among (the paper: 1, 2, 3).
+        iou_threshold, in [0, 1]: proposals are kept when SAM2's predicted IoU is strictly greater.
         mask_threshold: mask logits strictly above it are foreground.
         add_no_memory_embedding: *quirk* the paper does NOT add SAM2's ``no_memory_embedding`` to the image
             embedding (stock SAM2 predictors do); set True to add it.
 
     Scoring, NMS and merging (METHOD.md 5.4-5.8)
-        nms_threshold: class-aware box NMS IoU threshold, ranked by predicted IoU (*quirk*, as the paper).
+        nms_threshold, in [0, 1]: class-aware box NMS IoU threshold, ranked by predicted IoU (*quirk*, as the paper).
         nms_rank_by: *quirk* ``"predicted_iou"`` (the paper) or ``"score"``.
-        max_detections: final top-k (``num_out_instance``).
-        pre_merge_factor: at most ``pre_merge_factor * max_detections`` NMS survivors enter merging.
-        merge_exponent: soft-merge decay ``score *= (1 - IoS * cos) ** merge_exponent``.
+        max_detections, >= 1: final top-k (``num_out_instance``).
+        pre_merge_factor, >= 1: at most ``pre_merge_factor * max_detections`` NMS survivors enter merging.
+        merge_exponent, >= 0: soft-merge decay ``score *= (1 - IoS * cos) ** merge_exponent``.
         soft_merge: apply semantic-aware soft merging (always on in the paper).
         mask_upsampling: *quirk* ``"direct"`` bilinear 256 -> (H, W) in one step (the paper); ``"sam"`` goes
             256 -> 1024 -> (H, W) like SAM2's own post-processing.
         box_convention: *quirk* ``"inclusive"`` writes COCO ``w = x_max - x_min`` with inclusive pixel
             indices, 1 px short (the paper); ``"exclusive"`` writes the true pixel extent.
-        score_threshold: detections scoring at or below are dropped at the end (None = keep all, the paper).
-        negative_temperature: how strongly negative references (an extension, off unless a memory holds
+        score_threshold, in [0, 1]: detections scoring at or below are dropped at the end (None = keep all, the paper).
+        negative_temperature, > 0: how strongly negative references (an extension, off unless a memory holds
             some) lower a category's score: ``s * exp(-max(0, s_neg - s) / T)``; 0.8 as the authors' code.
     """
 
@@ -172,3 +176,47 @@ class MethodConfig:
     def max_pre_merge(self) -> int:
         """Cap on NMS survivors entering soft merging (800 in the paper)."""
         return self.pre_merge_factor * self.max_detections
+
+
+# -- help text ------------------------------------------------------------------------------------------
+_DOC_ENTRY = re.compile(r"^(\w+)(?:, ([^:]+))?: (.*)$")
+_TYPE_WORDS = {"float": "float", "int": "integer", "bool": "true or false", "None": "null",
+               "tuple[int, ...]": "list of integers"}
+
+
+def _yaml_value(value: Any) -> str:
+    """``value`` as it is written on the command line or in a config file (YAML)."""
+    if isinstance(value, (bool, type(None), tuple)):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    return str(value)
+
+
+def field_help() -> dict[str, str]:
+    """``{setting: "meaning (allowed values; default X)"}`` for every MethodConfig field, from the class docstring.
+
+    The docstring documents each field as ``name[, constraint]: meaning`` (continued on deeper-indented lines);
+    the allowed values combine the field's type, its choices and that constraint.
+    """
+    entries: dict[str, list[str]] = {}
+    current = None
+    for line in inspect.cleandoc(MethodConfig.__doc__ or "").splitlines():
+        indent = len(line) - len(line.lstrip())
+        m = _DOC_ENTRY.match(line.strip())
+        if indent == 4 and m:
+            current = m.group(1)
+            entries[current] = [m.group(2) or "", m.group(3)]
+        elif indent > 4 and current:
+            entries[current].append(line.strip())
+        else:
+            current = None
+    out = {}
+    for f in fields(MethodConfig):
+        constraint, *text = entries.get(f.name, ["", ""])
+        meaning = re.sub(r"``(.*?)``", r"\1", " ".join(text)).replace("*quirk* ", "quirk: ").replace("*quirk*", "quirk")
+        if f.name in MethodConfig._CHOICES:
+            allowed = "one of " + ", ".join(MethodConfig._CHOICES[f.name])
+        else:
+            words = [_TYPE_WORDS.get(t, _yaml_value(f.default)) for t in str(f.type).split(" | ")]
+            allowed = " or ".join([f"{words[0]} {constraint}".strip(), *words[1:]])
+        out[f.name] = f"{meaning.rstrip('.')} ({allowed}; default {_yaml_value(f.default)})"
+    return out
