@@ -250,3 +250,36 @@ def test_predict_help_shows_method_flag_help(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert re.search(r"--iou-threshold V +proposals are kept when SAM2's predicted IoU is strictly greater "
                      r"\(float in \[0, 1\]; default 0\.4\)", out)
+
+
+@pytest.mark.parametrize("argv, flag, shown", [
+    (["--points-per-side", "0"], "--points-per-side", "--points-per-side"),
+    (["--prompt-mode", "fast"], "--prompt-mode", "--prompt-mode 'fast'"),
+    (["--encoder-size", "500", "--iou-threshold", "0.5"], "--encoder-size", "--encoder-size"),
+])
+def test_invalid_method_flag_is_reported_by_its_flag(coco_mini, tmp_path, capsys, argv, flag, shown):
+    image = str(coco_mini / "val2017" / "000000000139.jpg")
+    assert main(["predict", image, "--memory", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "o"),
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nttt predict: error: {shown}") and flag[2:].replace("-", "_") not in err
+
+
+def test_set_errors_keep_the_key_as_typed(coco_mini, tmp_path, capsys):
+    image = str(coco_mini / "val2017" / "000000000139.jpg")
+    assert main(["predict", image, "--memory", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "o"),
+                 "--set", "points_per_side=0"]) == 2
+    assert "points_per_side" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["sample", "--annotations", "a.json", "--shots", "0", "-o", "r.json"], "--shots"),
+    (["evaluate", "--memory", "m", "--annotations", "a", "--images", "i", "-o", "o", "--max-images", "-1"],
+     "--max-images"),
+    (["protocol", "cdfsod", "root", "-o", "o", "--shots", "1", "x"], "--shots"),
+    (["convert", "cdfsod", "root", "-o", "o", "--shots", "0"], "--shots"),
+])
+def test_bad_counts_are_refused_naming_the_flag(capsys, argv, flag):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -61,13 +62,32 @@ def _add_model_method_run_args(p: argparse.ArgumentParser) -> None:
     _add_run_args(p)
 
 
+def positive_int(text: str) -> int:
+    """argparse type of an integer >= 1 (argparse's error then names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def _method_config(args) -> MethodConfig:
+    """The config file, then ``--set`` items, then method flags; an invalid flag value is reported by its flag."""
     cfg = MethodConfig.from_file(args.config) if getattr(args, "config", None) else MethodConfig()
     items = list(getattr(args, "overrides", []) or [])
-    for key, value in vars(args).items():
-        if key.startswith("cfg_") and value is not None:
-            items.append(f"{key[4:]}={value}")
-    return cfg.with_overrides(items) if items else cfg
+    flags = [key[4:] for key, value in vars(args).items() if key.startswith("cfg_") and value is not None]
+    items += [f"{name}={getattr(args, 'cfg_' + name)}" for name in flags]
+    try:
+        return cfg.with_overrides(items) if items else cfg
+    except InputError as exc:
+        msg = str(exc)
+        for name in flags:  # "prompt_mode='x' is not ..." -> "--prompt-mode 'x' is not ..."
+            msg = re.sub(rf"(?<![\w-]){name}(?!\w)=?", lambda m: "--" + m[0].replace("_", "-").replace("=", " "), msg)
+        if msg != str(exc):
+            raise InputError(msg.removeprefix("config: ")) from None
+        raise
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -286,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", required=True, type=Path, help="COCO-format JSON to sample from")
     p.add_argument("--split", default="coco-novel", help="coco-novel | coco-all | voc-split1|2|3 (default coco-novel)")
     p.add_argument("--categories", help="comma-separated category names or ids (overrides --split)")
-    p.add_argument("--shots", type=int, required=True, help="references per category (K)")
+    p.add_argument("--shots", type=positive_int, required=True, help="references per category (K)")
     p.add_argument("--seed", type=int, default=33, help="sampling seed (default 33, the paper's)")
     p.add_argument("-o", "--output", required=True, type=Path, help="references JSON to write")
     p.add_argument("--quiet", action="store_true")
@@ -325,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="categories to evaluate: coco-novel | coco-all | voc-split1|2|3 "
                    "(default: the memory's categories)")
     p.add_argument("--categories", help="comma-separated category names or ids (overrides --split)")
-    p.add_argument("--max-images", type=int, help="evaluate only the first N images (quick checks)")
+    p.add_argument("--max-images", type=positive_int, help="evaluate only the first N images (quick checks)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
     _add_model_method_run_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -336,14 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--train-json", required=True, type=Path, help="VOC07+12 trainval as COCO JSON (nttt convert voc)")
     v.add_argument("--test-json", required=True, type=Path, help="VOC07 test as COCO JSON")
     v.add_argument("--images", required=True, type=Path, help="the flat folder of all VOC JPEGs")
-    v.add_argument("--splits", type=int, nargs="+", default=[1, 2, 3])
-    v.add_argument("--shots", type=int, nargs="+", default=[1, 2, 3, 5, 10])
+    v.add_argument("--splits", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
+    v.add_argument("--shots", type=positive_int, nargs="+", default=[1, 2, 3, 5, 10])
     v.add_argument("--seed", type=int, default=33)
     v.add_argument("--voc07", action="store_true", help="tabulate the VOC07 11-point AP50 instead of COCO-style AP50")
     c = proto.add_parser("cdfsod", help="CD-FSOD: each dataset x {1,5,10} shots, nAP")
     c.add_argument("root", type=Path, help="folder holding ArTaxOr/, clipart1k/, DIOR/, ... (or one of them)")
     c.add_argument("--datasets", nargs="+", help="only these datasets")
-    c.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
+    c.add_argument("--shots", type=positive_int, nargs="+", default=[1, 5, 10])
     for q in (v, c):
         q.add_argument("-o", "--output", required=True, type=Path, help="output directory (resumable)")
         _add_model_method_run_args(q)

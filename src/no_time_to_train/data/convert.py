@@ -814,6 +814,8 @@ def add_convert_parser(subparsers) -> Any:
 
     Each sub-command sets ``func`` (``args.func(args)`` returns 0 and prints a one-line summary).
     """
+    from ..cli import positive_int
+
     conv = subparsers.add_parser("convert", help="convert PASCAL VOC, CD-FSOD or YOLO datasets to COCO JSON / "
                                  "reference files")
     sub = conv.add_subparsers(dest="convert_format", required=True, metavar="{voc,cdfsod,yolo}")
@@ -833,7 +835,7 @@ def add_convert_parser(subparsers) -> Any:
                    "(or one dataset folder)")
     p.add_argument("-o", "--output", type=Path, required=True, help="writes <output>/<dataset>/refs_<k>shot.json")
     p.add_argument("--datasets", nargs="+", help="only these datasets (names, any case)")
-    p.add_argument("--shots", nargs="+", type=int, default=list(CDFSOD_SHOTS), help="shot files to convert "
+    p.add_argument("--shots", nargs="+", type=positive_int, default=list(CDFSOD_SHOTS), help="shot files to convert "
                    "(default 1 5 10)")
     p.add_argument("--seed", type=int, default=42, help="seed for padding classes to K (default 42, as the authors)")
     p.add_argument("--quiet", action="store_true")
