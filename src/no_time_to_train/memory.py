@@ -15,10 +15,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .errors import InputError, MemoryMismatchError
+from .resultstore import write_atomic
 
 FORMAT = "nttt-memory/1"
 
@@ -149,8 +151,6 @@ class ReferenceMemory:
     # -- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the memory atomically (temp file + rename) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {
             "vectors": self.vectors.contiguous().float(),
             "weights": self.weights.contiguous().float(),
@@ -165,10 +165,7 @@ class ReferenceMemory:
             "encoder": self.encoder,
             "config": self.config,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"nttt": json.dumps(meta)})
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, safetensors_bytes(tensors, metadata={"nttt": json.dumps(meta)}))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ReferenceMemory":

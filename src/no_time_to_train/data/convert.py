@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
-import json
 import logging
 import math
 import os
 import random
 import re
 import shutil
-import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import InputError
+from ..resultstore import write_json_atomic
 
 __all__ = [
     "VOC_CLASSES",
@@ -62,22 +61,6 @@ _VOC_ID_BASE = 10**10
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-
-
-def _write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _image_size(path: Path) -> tuple[int, int, int | None]:
@@ -316,7 +299,7 @@ def voc_to_coco(
         "categories": [{"id": i, "name": n, "supercategory": "none"} for i, n in enumerate(VOC_CLASSES)],
     }
     if out_json is not None:
-        _write_json(Path(out_json), data)
+        write_json_atomic(out_json, data)
     return data
 
 
@@ -758,7 +741,7 @@ def yolo_to_coco(
         "categories": [{"id": i + offset, "name": n} for i, n in names.items()],
     }
     if out_json is not None:
-        _write_json(Path(out_json), data)
+        write_json_atomic(out_json, data)
     return data
 
 
