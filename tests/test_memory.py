@@ -109,3 +109,12 @@ def test_dimension_mismatch_and_non_finite_vectors():
         mem.add(torch.ones(5), 1.0, "dog")
     with pytest.raises(InputError, match="non-finite"):
         mem.add(torch.tensor([float("nan"), 0, 0, 0]), 1.0, "dog")
+
+
+def test_repr_counts_per_category_negatives_and_encoder():
+    mem = _memory()
+    mem.add(torch.tensor([0.0, 0, 0, 1]), 1.0, "dog", 18, negative=True)
+    mem.encoder["name_or_path"] = "facebook/dinov2-large"
+    assert repr(mem) == ("ReferenceMemory(categories={dog: 2, cat: 1}, negatives={dog: 1}, "
+                         "encoder=facebook/dinov2-large (dim 4))")
+    assert repr(ReferenceMemory()) == "ReferenceMemory(categories={})"

@@ -61,3 +61,15 @@ def test_config_round_trip_and_validation(tmp_path):
     with pytest.raises(InputError, match="point_grid"):
         MethodConfig(point_grid="random")
     assert MethodConfig().max_pre_merge == 800
+
+
+def test_repr_is_short_and_summarises():
+    n = 12
+    dets = Detections(masks=np.ones((n, 480, 640), bool), boxes=np.zeros((n, 4)),
+                      scores=np.linspace(0.91, 0.12, n), labels=np.array([1] * 8 + [0] * 4),
+                      category_names=["cat", "dog", "bird"])
+    assert repr(dets) == "Detections(n=12, image_size=(480, 640), categories={dog: 8, cat: 4}, scores=0.91..0.12)"
+    assert repr(Detections.empty((4, 5), ["dog"])) == "Detections(n=0, image_size=(4, 5))"
+    many = Detections(masks=np.ones((10, 2, 2), bool), boxes=np.zeros((10, 4)), scores=np.full(10, 0.5),
+                      labels=np.arange(10), category_names=[f"c{i}" for i in range(10)])
+    assert "c7: 1, ... 2 more}" in repr(many) and len(repr(many)) < 150

@@ -21,6 +21,7 @@ from safetensors.torch import save as safetensors_bytes
 from . import __version__
 from .errors import InputError, MemoryMismatchError
 from .resultstore import write_atomic
+from .types import counts_text
 
 FORMAT = "nttt-memory/1"
 
@@ -111,6 +112,18 @@ class ReferenceMemory:
 
     def __len__(self) -> int:
         return len(self.references)
+
+    def __repr__(self) -> str:
+        """``ReferenceMemory(categories={dog: 2, cat: 1}, negatives={dog: 1}, encoder=... (dim 1024))``: the
+        references per category (positive ones; negative ones apart)."""
+        parts = [f"categories={counts_text(self.counts())}"]
+        negatives = {k: v for k, v in self.counts(negative=True).items() if v}
+        if negatives:
+            parts.append(f"negatives={counts_text(negatives)}")
+        enc = self.encoder
+        if enc:
+            parts.append(f"encoder={enc.get('name_or_path') or enc.get('model_type')} (dim {enc.get('hidden_size')})")
+        return f"ReferenceMemory({', '.join(parts)})"
 
     def counts(self, negative: bool = False) -> dict[str, int]:
         """References per category (positive ones, or the negative examples with ``negative=True``)."""
