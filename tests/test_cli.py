@@ -222,7 +222,7 @@ def _method_flag_help(verb: str) -> dict[str, str]:
     return {a.option_strings[0]: a.help for a in sub.choices[verb]._actions if a.dest.startswith("cfg_")}
 
 
-@pytest.mark.parametrize("verb", ["predict", "evaluate", "fill-memory", "pseudo-masks"])
+@pytest.mark.parametrize("verb", ["predict", "evaluate", "fill-memory", "pseudo-masks", "serve"])
 def test_method_flag_help_gives_meaning_and_allowed_values(verb):
     helps = _method_flag_help(verb)
     assert sorted(helps) == sorted("--" + f.name.replace("_", "-") for f in dataclasses.fields(MethodConfig))
@@ -243,13 +243,15 @@ def test_method_flag_help_gives_meaning_and_allowed_values(verb):
             == MethodConfig(), f"{flag}: the documented default {default!r} does not parse back"
 
 
-def test_predict_help_shows_method_flag_help(monkeypatch, capsys):
+@pytest.mark.parametrize("verb", ["predict", "serve"])
+def test_help_shows_method_flag_help(monkeypatch, capsys, verb):
     monkeypatch.setenv("COLUMNS", "300")
     with pytest.raises(SystemExit):
-        main(["predict", "--help"])
+        main([verb, "--help"])
     out = capsys.readouterr().out
     assert re.search(r"--iou-threshold V +proposals are kept when SAM2's predicted IoU is strictly greater "
-                     r"\(float in \[0, 1\]; default 0\.4\)", out)
+                     r"\(float in \[0, 1\]; default 0\.4\)\n", out)
+    assert "(default: None)" not in out
 
 
 @pytest.mark.parametrize("argv, flag, shown", [
@@ -283,3 +285,17 @@ def test_bad_counts_are_refused_naming_the_flag(capsys, argv, flag):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
+
+
+def test_offline_predict_names_both_models_before_loading(coco_mini, tmp_path, offline_empty_cache, monkeypatch,
+                                                         capsys):
+    from no_time_to_train import predictor
+
+    def never(*args, **kwargs):
+        raise AssertionError("no model may be loaded")
+
+    monkeypatch.setattr(predictor, "ReferenceSegmenter", never)
+    image = str(coco_mini / "val2017" / "000000000139.jpg")
+    assert main(["predict", image, "--memory", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n  - ") == 2 and "facebook/sam2-hiera-large" in err and "facebook/dinov2-large" in err
