@@ -557,6 +557,32 @@ def test_unreachable_hub_one_probe_no_retries(unreachable_hub, monkeypatch):
     assert method == "head" and kwargs["timeout"] == checkpoints.HUB_PROBE_TIMEOUT <= 5
 
 
+def test_hub_probe_with_the_real_http_client(monkeypatch):
+    """The probe really asks: True for a server that answers (any status), False for a closed port."""
+    import http.server
+    import socket
+    import threading
+
+    from huggingface_hub import constants
+
+    from no_time_to_train.models.checkpoints import _hub_reachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # huggingface_hub's client refuses every request
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert _hub_reachable.__wrapped__(f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    assert not _hub_reachable.__wrapped__(f"http://127.0.0.1:{closed}")
+
+
 def _put_in_hub_cache(model, cache: Path, repo_id: str) -> None:
     """Lay ``model`` out as huggingface_hub's cache does: refs/main -> snapshots/<revision>/files."""
     repo = cache / ("models--" + repo_id.replace("/", "--"))
