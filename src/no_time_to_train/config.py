@@ -218,5 +218,5 @@ def field_help() -> dict[str, str]:
         else:
             words = [_TYPE_WORDS.get(t, _yaml_value(f.default)) for t in str(f.type).split(" | ")]
             allowed = " or ".join([f"{words[0]} {constraint}".strip(), *words[1:]])
-        out[f.name] = f"{meaning.rstrip('.')} ({allowed}; default {_yaml_value(f.default)})"
+        out[f.name] = f"{meaning.rstrip('.')} ({allowed}; default {_yaml_value(f.default)})".lstrip()
     return out
