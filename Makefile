@@ -38,8 +38,11 @@ browser:
 test: setup browser
 	$(PY) -m pytest -q
 
+# `make demo SAM2=sam2_hiera_large.pt ENCODER=dinov2_vitl14_pretrain.pth [DEVICE=cuda]` uses local weights
+# (files, HF directories or hub ids) instead of downloading the defaults from the Hugging Face hub.
 demo: setup
-	$(PY) examples/quickstart.py
+	$(PY) examples/quickstart.py $(strip $(if $(SAM2),--sam2 "$(SAM2)") $(if $(ENCODER),--encoder "$(ENCODER)") \
+		$(if $(DEVICE),--device "$(DEVICE)"))
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -60,3 +60,13 @@ def models(tmp_path_factory, tiny_sam2, tiny_encoder):
     tiny_sam2.save_pretrained(d / "sam2")
     tiny_encoder.save_pretrained(d / "dino")
     return ["--sam2", str(d / "sam2"), "--encoder", str(d / "dino")]
+
+
+@pytest.fixture
+def offline_empty_cache(monkeypatch, tmp_path):
+    """HF_HUB_OFFLINE=1 and an empty Hugging Face cache (tmp_path/hub)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

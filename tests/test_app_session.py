@@ -270,6 +270,19 @@ def test_serve_without_gradio_says_how_to_install(monkeypatch, capsys):
     assert 'pip install "no-time-to-train[app]"' in capsys.readouterr().err
 
 
+def test_serve_offline_names_both_models_before_loading(offline_empty_cache, monkeypatch, capsys):
+    pytest.importorskip("gradio", reason="the 'app' extra (Gradio) is not installed")
+    from no_time_to_train import cli, predictor
+
+    def never(*args, **kwargs):
+        raise AssertionError("no model may be loaded")
+
+    monkeypatch.setattr(predictor, "ReferenceSegmenter", never)
+    assert cli.main(["serve", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "facebook/sam2-hiera-large" in err and "facebook/dinov2-large" in err and "--encoder PATH" in err
+
+
 def test_build_app_gives_blocks(make_segmenter, tmp_path):
     gr = pytest.importorskip("gradio", reason="the 'app' extra (Gradio) is not installed")
     from no_time_to_train.app.server import build_app

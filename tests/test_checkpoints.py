@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,15 +85,6 @@ def dinov2_official(tmp_path_factory):
     path = tmp_path_factory.mktemp("dinov2") / "dinov2_test_pretrain.pth"
     torch.save(dinov2_hf_to_meta(model.state_dict()), path)
     return model, path
-
-
-@pytest.fixture
-def offline_empty_cache(monkeypatch, tmp_path):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 # ------------------------------------------------------------------------------------------- SAM2 round trip
@@ -467,18 +459,145 @@ def test_hub_repo_with_only_meta_file(sam2_official, monkeypatch):
     _, path = sam2_official
     asked = []
 
-    def no_config(repo_id):
+    def no_config(repo_id, local_only=False):
         raise OSError(f"{repo_id} does not appear to have a file named config.json")
 
     def fake_download(repo_id, filename, **kwargs):
         asked.append((repo_id, filename))
         return str(path)
 
+    monkeypatch.setattr(checkpoints, "_hub_unavailable", lambda: None)  # as if online
     monkeypatch.setattr(checkpoints, "_hub_model_type", no_config)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     model = load_sam2("facebook/sam2.1-hiera-base-plus")
     assert asked == [("facebook/sam2.1-hiera-base-plus", "sam2.1_hiera_base_plus.pt")]
     assert isinstance(model, Sam2Model)
+
+
+class _NoNetwork:
+    """A huggingface_hub HTTP session that records every request and fails it as an unreachable host would."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, method):
+        def request(*args, **kwargs):
+            self.calls.append((method, args, kwargs))
+            raise ConnectionError("[Errno -2] Name or service not known")
+
+        return request
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch, tmp_path):
+    """The hub is not switched off (HF_HUB_OFFLINE unset) but every request fails; the cache is tmp_path/hub."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    from no_time_to_train.models import checkpoints
+
+    session = _NoNetwork()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_session", lambda: session)
+    monkeypatch.setattr(_http, "get_session", lambda: session)
+    checkpoints._hub_reachable.cache_clear()
+    yield session
+    checkpoints._hub_reachable.cache_clear()
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("no download may be attempted")
+
+
+def test_check_models_offline_names_both_models_in_one_error(offline_empty_cache, monkeypatch):
+    """HF_HUB_OFFLINE=1, nothing cached: one error names both hub ids, both Meta URLs and both flags, without
+    probing the hub or starting a download."""
+    import huggingface_hub
+
+    from no_time_to_train.models import checkpoints
+
+    monkeypatch.setattr(checkpoints, "_hub_reachable", _never)
+    monkeypatch.setattr(checkpoints, "_hub_model_type", _never)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _never)
+    with pytest.raises(CheckpointError) as err:
+        checkpoints.check_models(sam2=None, encoder=None)
+    msg = str(err.value)
+    for part in (DEFAULT_SAM2, DEFAULT_ENCODER, SAM2_URL, DINOV2_URL, "--sam2", "--encoder", "HF_HUB_OFFLINE"):
+        assert part in msg
+    # a missing file and an uncached hub id are reported together; a model object needs no check
+    with pytest.raises(CheckpointError) as err:
+        checkpoints.check_models(sam2="nowhere/sam2_hiera_large.pt", encoder=None)
+    assert "not found: nowhere/sam2_hiera_large.pt" in str(err.value) and DEFAULT_ENCODER in str(err.value)
+    with pytest.raises(CheckpointError) as err:
+        checkpoints.check_models(sam2=torch.nn.Linear(1, 1), encoder=None)
+    assert DEFAULT_SAM2 not in str(err.value) and DEFAULT_ENCODER in str(err.value)
+
+
+def test_unreachable_hub_one_probe_no_retries(unreachable_hub, monkeypatch):
+    """Without HF_HUB_OFFLINE but with no network: a single short request, then one error naming both models
+    (huggingface_hub's own downloads would retry for ~25 s)."""
+    import huggingface_hub
+
+    from no_time_to_train.models import checkpoints
+
+    monkeypatch.setattr(checkpoints, "_hub_model_type", _never)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _never)
+    with pytest.raises(CheckpointError) as err:
+        checkpoints.check_models(sam2=None, encoder=None)
+    msg = str(err.value)
+    assert "unreachable" in msg and all(p in msg for p in (DEFAULT_SAM2, DEFAULT_ENCODER, SAM2_URL, DINOV2_URL))
+    with pytest.raises(CheckpointError, match="unreachable.*" + SAM2_URL):
+        load_sam2()
+    with pytest.raises(CheckpointError, match="unreachable.*" + DINOV2_URL):
+        load_encoder()
+    [(method, args, kwargs)] = unreachable_hub.calls  # one probe for everything, remembered
+    assert method == "head" and kwargs["timeout"] == checkpoints.HUB_PROBE_TIMEOUT <= 5
+
+
+def test_hub_probe_with_the_real_http_client(monkeypatch):
+    """The probe really asks: True for a server that answers (any status), False for a closed port."""
+    import http.server
+    import socket
+    import threading
+
+    from huggingface_hub import constants
+
+    from no_time_to_train.models.checkpoints import _hub_reachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # huggingface_hub's client refuses every request
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert _hub_reachable.__wrapped__(f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    assert not _hub_reachable.__wrapped__(f"http://127.0.0.1:{closed}")
+
+
+def _put_in_hub_cache(model, cache: Path, repo_id: str) -> None:
+    """Lay ``model`` out as huggingface_hub's cache does: refs/main -> snapshots/<revision>/files."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    model.save_pretrained(repo / "snapshots" / "0123abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+
+
+def test_unreachable_hub_cached_model_loads_without_network(unreachable_hub, tmp_path):
+    torch.manual_seed(5)
+    model = Dinov2Model(dinov2_config("test-tiny")).eval()
+    _put_in_hub_cache(model, tmp_path / "hub", "nttt-tests/tiny-dinov2")
+    loaded = load_encoder("nttt-tests/tiny-dinov2")
+    _assert_same_state(model, loaded)
+    assert [c[0] for c in unreachable_hub.calls] == ["head"]  # only the probe: no config or weight requests
 
 
 def test_hf_directory_with_missing_weight(tmp_path):

@@ -3,8 +3,11 @@ resume after a crash, 2 processes equal 1, predict on folders."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from no_time_to_train.cli import main
+from no_time_to_train.cli import build_parser, main
+from no_time_to_train.config import MethodConfig
 
 # The 18 COCO novel classes that have a valid 1-shot reference in coco-mini's train2017 slice
 # (every train and couch instance there is within 10 px of the border, which the sampler rejects).
@@ -239,10 +243,89 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys, monkeypatc
     assert "--device cuda: CUDA is not available on this machine" in err and "--device cpu" in err
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two"])
-def test_max_images_must_be_positive(tmp_path, capsys, value):
-    with pytest.raises(SystemExit) as info:
-        main(["evaluate", "--memory", "m", "--annotations", "a.json", "--images", str(tmp_path), "-o",
-              str(tmp_path / "o"), "--max-images", value])
-    assert info.value.code == 2
-    assert f"argument --max-images: must be an integer >= 1, got '{value}'" in capsys.readouterr().err
+def _method_flag_help(verb: str) -> dict[str, str]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.option_strings[0]: a.help for a in sub.choices[verb]._actions if a.dest.startswith("cfg_")}
+
+
+@pytest.mark.parametrize("verb", ["predict", "evaluate", "fill-memory", "pseudo-masks", "serve"])
+def test_method_flag_help_gives_meaning_and_allowed_values(verb):
+    helps = _method_flag_help(verb)
+    assert sorted(helps) == sorted("--" + f.name.replace("_", "-") for f in dataclasses.fields(MethodConfig))
+    assert helps["--iou-threshold"] == ("proposals are kept when SAM2's predicted IoU is strictly greater "
+                                        "(a number in [0, 1]; default 0.4)")
+    assert helps["--prompt-mode"].endswith("(one of grid, guided; default grid)")
+    assert helps["--soft-merge"].endswith("(true or false; default true)")
+    assert helps["--point-batch-size"].endswith("('auto' or an integer >= 1; default auto)")
+    assert helps["--score-threshold"].endswith("(a number in [0, 1] or none; default none)")
+    assert helps["--multimask-tokens"].endswith("(a non-empty subset of 1, 2, 3; default [1, 2, 3])")
+    assert helps["--encoder-size"].endswith("(a multiple of 14 (>= 14); default 518)")
+    for flag, text in helps.items():  # every flag: a meaning (from MethodConfig's docstring), then the values
+        name = flag[2:].replace("-", "_")
+        default = getattr(MethodConfig(), name)
+        assert re.fullmatch(r"\S.{9,} \(.+; default .+\)", text), flag
+        assert "``" not in text and "*quirk*" not in text, flag
+        assert MethodConfig().with_overrides([f"{name}={text.rsplit('default ', 1)[1][:-1]}"]) \
+            == MethodConfig(), f"{flag}: the documented default {default!r} does not parse back"
+
+
+@pytest.mark.parametrize("verb", ["predict", "serve"])
+def test_help_shows_method_flag_help(monkeypatch, capsys, verb):
+    monkeypatch.setenv("COLUMNS", "300")
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    out = capsys.readouterr().out
+    assert re.search(r"--iou-threshold V +proposals are kept when SAM2's predicted IoU is strictly greater "
+                     r"\(a number in \[0, 1\]; default 0\.4\)\n", out)
+    assert "(default: None)" not in out
+
+
+@pytest.mark.parametrize("argv, flag, shown", [
+    (["--points-per-side", "0"], "--points-per-side", "--points-per-side"),
+    (["--prompt-mode", "fast"], "--prompt-mode", "--prompt-mode must be one of grid, guided, got 'fast'"),
+    (["--encoder-size", "500", "--iou-threshold", "0.5"], "--encoder-size", "--encoder-size"),
+])
+def test_invalid_method_flag_is_reported_by_its_flag(coco_mini, tmp_path, capsys, argv, flag, shown):
+    image = str(coco_mini / "val2017" / "000000000139.jpg")
+    assert main(["predict", image, "--memory", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "o"),
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nttt predict: error: {shown}") and flag[2:].replace("-", "_") not in err
+
+
+def test_set_errors_keep_the_key_as_typed(coco_mini, tmp_path, capsys):
+    image = str(coco_mini / "val2017" / "000000000139.jpg")
+    assert main(["predict", image, "--memory", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "o"),
+                 "--set", "points_per_side=0"]) == 2
+    assert "points_per_side" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["sample", "--annotations", "a.json", "--shots", "0", "-o", "r.json"], "--shots"),
+    (["evaluate", "--memory", "m", "--annotations", "a", "--images", "i", "-o", "o", "--max-images", "-1"],
+     "--max-images"),
+    (["evaluate", "--memory", "m", "--annotations", "a", "--images", "i", "-o", "o", "--max-images", "0"],
+     "--max-images"),
+    (["evaluate", "--memory", "m", "--annotations", "a", "--images", "i", "-o", "o", "--max-images", "two"],
+     "--max-images"),
+    (["protocol", "cdfsod", "root", "-o", "o", "--shots", "1", "x"], "--shots"),
+    (["convert", "cdfsod", "root", "-o", "o", "--shots", "0"], "--shots"),
+])
+def test_bad_counts_are_refused_naming_the_flag(capsys, argv, flag):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
+
+
+def test_offline_predict_names_both_models_before_loading(coco_mini, tmp_path, offline_empty_cache, monkeypatch,
+                                                         capsys):
+    from no_time_to_train import predictor
+
+    def never(*args, **kwargs):
+        raise AssertionError("no model may be loaded")
+
+    monkeypatch.setattr(predictor, "ReferenceSegmenter", never)
+    image = str(coco_mini / "val2017" / "000000000139.jpg")
+    assert main(["predict", image, "--memory", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n  - ") == 2 and "facebook/sam2-hiera-large" in err and "facebook/dinov2-large" in err

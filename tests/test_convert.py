@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 
-from no_time_to_train.data.coco import load_coco_json, resolve_categories
+from no_time_to_train.data.coco import COCO_NAMES, load_coco_json, resolve_categories
 from no_time_to_train.data.convert import (
     VOC_CLASSES,
     add_convert_parser,
@@ -331,6 +332,63 @@ def test_yolo_malformed(tmp_path):
         yolo_to_coco(images, tmp_path / "nope", ["cat", "dog"], None)
 
 
+def test_coco_names_are_the_80_coco_categories_in_id_order(coco_mini):
+    cats = load_coco_json(coco_mini / "annotations" / "instances_val2017.json")["categories"]
+    assert COCO_NAMES == tuple(c["name"] for c in sorted(cats, key=lambda c: c["id"])) and len(COCO_NAMES) == 80
+
+
+def test_yolo_class_names_default_to_dataset_file_else_coco(tmp_path):
+    images, labels = _yolo_tree(tmp_path)
+    with pytest.warns(UserWarning, match="80 COCO names.*--classes"):
+        data = yolo_to_coco(images, None, None, None)
+    assert data["categories"] == [{"id": i + 1, "name": n} for i, n in enumerate(COCO_NAMES)]
+    assert [a["category_id"] for a in data["annotations"]] == [1, 2, 2]  # person, bicycle, bicycle
+
+    # a data.yaml at the dataset root (above images/train) wins over the COCO names, without a warning
+    (tmp_path / "ds" / "data.yaml").write_text("path: .\ntrain: images/train\nnames: [cat, dog]\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = yolo_to_coco(images, None, None, None)
+    assert data["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    # a classes.txt in the label folder comes first, and is not taken for a label file
+    (labels / "classes.txt").write_text("fox\nhen\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = yolo_to_coco(images, None, None, None)
+    assert [c["name"] for c in data["categories"]] == ["fox", "hen"]
+
+
+def test_yolo_no_label_matches_an_image(tmp_path):
+    images, labels = _yolo_tree(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(InputError) as err:
+        yolo_to_coco(images, other, ["cat", "dog"], None)
+    msg = str(err.value)
+    assert str(images) in msg and str(other / "a.txt") in msg and "'x.txt'" in msg and "--labels" in msg
+    (other / "x.txt").unlink()
+    with pytest.raises(InputError, match="None of the 3 images.*holds no .txt files"):
+        yolo_to_coco(images, other, ["cat", "dog"], None)
+
+
+def test_yolo_warns_about_label_files_without_image(tmp_path):
+    images, labels = _yolo_tree(tmp_path)
+    (labels / "d.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (labels / "sub").mkdir()
+    (labels / "sub" / "e.txt").write_text("")
+    with pytest.warns(UserWarning, match=r"2 label file\(s\) in .* have no image .*'d\.txt', 'sub/e\.txt'"):
+        data = yolo_to_coco(images, labels, ["cat", "dog"], None)
+    assert len(data["annotations"]) == 3  # the others are converted as before
+
+
+def test_yolo_underivable_labels_folder_names_the_flag(tmp_path):
+    (tmp_path / "pics").mkdir()
+    shutil.copy(IMG_A, tmp_path / "pics" / "a.jpg")
+    with pytest.raises(InputError, match=r"pass --labels \(Python: labels_dir=\)"):
+        yolo_to_coco(tmp_path / "pics", None, ["cat"], None)
+
+
 # ------------------------------------------------------------------------------------------------------ CLI
 
 
@@ -363,3 +421,8 @@ def test_convert_parser_yolo(tmp_path, capsys):
     assert args.func(args) == 0
     assert "3 images, 3 annotations (2 polygons), 2 categories" in capsys.readouterr().out
     assert load_coco_json(tmp_path / "y.json")["categories"][0] == {"id": 0, "name": "cat"}
+    # --classes is optional: a data.yaml of the dataset, else the COCO names
+    args = _parser().parse_args(["convert", "yolo", str(images), "-o", str(tmp_path / "z.json")])
+    with pytest.warns(UserWarning, match="80 COCO names"):
+        assert args.func(args) == 0
+    assert "80 categories" in capsys.readouterr().out

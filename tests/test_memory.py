@@ -192,3 +192,12 @@ def test_damaged_or_hand_edited_memory_is_refused_naming_the_file(tmp_path, edit
     _edit_header(path, edit)
     with pytest.raises(InputError, match=rf"memory file .*m\.safetensors is damaged or was edited by hand \(.*{message}"):
         ReferenceMemory.load(path)
+
+
+def test_repr_counts_per_category_negatives_and_encoder():
+    mem = _memory()
+    mem.add(torch.tensor([0.0, 0, 0, 1]), 1.0, "dog", 18, negative=True)
+    mem.encoder["name_or_path"] = "facebook/dinov2-large"
+    assert repr(mem) == ("ReferenceMemory(categories={dog: 2, cat: 1}, negatives={dog: 1}, "
+                         "encoder=facebook/dinov2-large (dim 4))")
+    assert repr(ReferenceMemory()) == "ReferenceMemory(categories={})"

@@ -71,3 +71,15 @@ def test_to_coco_never_switches_ids_when_some_categories_lack_one():
     assert [r["category_id"] for r in d.to_coco(1, {"cat": 5, "dog": 6})] == [6, 5]
     d.category_ids = [None, None]  # no ids at all: label indices
     assert [r["category_id"] for r in d.to_coco(1)] == [1, 0]
+
+
+def test_repr_is_short_and_summarises():
+    n = 12
+    dets = Detections(masks=np.ones((n, 480, 640), bool), boxes=np.zeros((n, 4)),
+                      scores=np.linspace(0.91, 0.12, n), labels=np.array([1] * 8 + [0] * 4),
+                      category_names=["cat", "dog", "bird"])
+    assert repr(dets) == "Detections(n=12, image_size=(480, 640), categories={dog: 8, cat: 4}, scores=0.91..0.12)"
+    assert repr(Detections.empty((4, 5), ["dog"])) == "Detections(n=0, image_size=(4, 5))"
+    many = Detections(masks=np.ones((10, 2, 2), bool), boxes=np.zeros((10, 4)), scores=np.full(10, 0.5),
+                      labels=np.arange(10), category_names=[f"c{i}" for i in range(10)])
+    assert "c7: 1, ... 2 more}" in repr(many) and len(repr(many)) < 150

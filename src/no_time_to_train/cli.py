@@ -14,14 +14,13 @@ Heavy imports (torch, transformers) happen inside the verbs, so ``--help`` is in
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import logging
 import sys
 from pathlib import Path
 
 from . import __version__
-from .config import MethodConfig
+from .config import MethodConfig, field_help
 from .errors import InputError, NtttError
 
 log = logging.getLogger("no_time_to_train")
@@ -45,9 +44,9 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, help="YAML/JSON file of method settings")
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any method setting, e.g. --set points_per_side=16 (repeatable)")
-    for f in dataclasses.fields(MethodConfig):
-        g.add_argument("--" + f.name.replace("_", "-"), dest="cfg_" + f.name, default=None, metavar="V",
-                       help=f"(default: {f.default})")
+    for name, text in field_help().items():
+        g.add_argument("--" + name.replace("_", "-"), dest="cfg_" + name, default=None, metavar="V",
+                       help=text.replace("%", "%%"))
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -60,6 +59,17 @@ def _add_model_method_run_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
     _add_method_args(p)
     _add_run_args(p)
+
+
+def positive_int(text: str) -> int:
+    """argparse type of an integer >= 1 (argparse's error then names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def _method_config(args) -> MethodConfig:
@@ -79,17 +89,6 @@ def _method_config(args) -> MethodConfig:
             items.append(f"{key[4:]}={value}")
             labels[key[4:]] = "--" + key[4:].replace("_", "-")
     return cfg.with_overrides(items, labels) if items else cfg
-
-
-def _positive_int(text: str) -> int:
-    """argparse type of counts such as ``--max-images``: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
 
 
 def _check_up_front(args) -> None:
@@ -118,15 +117,18 @@ def _file_digest(path: Path) -> str:
 
 def _segmenter(args, dist, memory=None, need_sam2=True):
     """The segmenter with its models loaded now, so that a bad checkpoint fails before any work starts."""
+    from .models.checkpoints import check_models
     from .predictor import ReferenceSegmenter
 
+    config = _method_config(args)
+    check_models(encoder=args.encoder, **({"sam2": args.sam2} if need_sam2 else {}))
     if getattr(args, "quiet", False):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     device = dist.device(args.device)
     seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
-                             config=_method_config(args), memory=memory)
+                             config=config, memory=memory)
     seg.encoder
     if need_sam2:
         seg.sam2
@@ -315,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", required=True, type=Path, help="COCO-format JSON to sample from")
     p.add_argument("--split", default="coco-novel", help="coco-novel | coco-all | voc-split1|2|3 (default coco-novel)")
     p.add_argument("--categories", help="comma-separated category names or ids (overrides --split)")
-    p.add_argument("--shots", type=int, required=True, help="references per category (K)")
+    p.add_argument("--shots", type=positive_int, required=True, help="references per category (K)")
     p.add_argument("--seed", type=int, default=33, help="sampling seed (default 33, the paper's)")
     p.add_argument("-o", "--output", required=True, type=Path, help="references JSON to write")
     p.add_argument("--quiet", action="store_true")
@@ -354,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="categories to evaluate: coco-novel | coco-all | voc-split1|2|3 "
                    "(default: the memory's categories)")
     p.add_argument("--categories", help="comma-separated category names or ids (overrides --split)")
-    p.add_argument("--max-images", type=_positive_int, help="evaluate only the first N images (quick checks)")
+    p.add_argument("--max-images", type=positive_int, help="evaluate only the first N images (quick checks)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
     _add_model_method_run_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -365,14 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--train-json", required=True, type=Path, help="VOC07+12 trainval as COCO JSON (nttt convert voc)")
     v.add_argument("--test-json", required=True, type=Path, help="VOC07 test as COCO JSON")
     v.add_argument("--images", required=True, type=Path, help="the flat folder of all VOC JPEGs")
-    v.add_argument("--splits", type=int, nargs="+", default=[1, 2, 3])
-    v.add_argument("--shots", type=int, nargs="+", default=[1, 2, 3, 5, 10])
+    v.add_argument("--splits", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
+    v.add_argument("--shots", type=positive_int, nargs="+", default=[1, 2, 3, 5, 10])
     v.add_argument("--seed", type=int, default=33)
     v.add_argument("--voc07", action="store_true", help="tabulate the VOC07 11-point AP50 instead of COCO-style AP50")
     c = proto.add_parser("cdfsod", help="CD-FSOD: each dataset x {1,5,10} shots, nAP")
     c.add_argument("root", type=Path, help="folder holding ArTaxOr/, clipart1k/, DIOR/, ... (or one of them)")
     c.add_argument("--datasets", nargs="+", help="only these datasets")
-    c.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
+    c.add_argument("--shots", type=positive_int, nargs="+", default=[1, 5, 10])
     for q in (v, c):
         q.add_argument("-o", "--output", required=True, type=Path, help="output directory (resumable)")
         _add_model_method_run_args(q)

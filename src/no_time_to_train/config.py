@@ -7,6 +7,7 @@ section 11). They are faithful by default; the alternative values are there to a
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import numbers
@@ -38,6 +39,11 @@ class SettingError(InputError):
 class MethodConfig:
     """Hyper-parameters of reference encoding, proposal generation, scoring and merging.
 
+    Each setting is documented below as ``name: meaning``; ``--help`` shows it with the values its check in
+    ``_CHECKS`` allows. Every setting is type- and range-checked when the config is made (a
+    :class:`SettingError` naming it): integers must be integers (``True`` is not one), flags real booleans,
+    thresholds numbers in their range.
+
     Reference encoding (METHOD.md section 3)
         context_ratio: the square crop side is ``(1 + context_ratio) * max(box_w, box_h)``.
         encoder_size: DINOv2 input side (518 gives 37x37 patches of 14 px).
@@ -65,9 +71,6 @@ class MethodConfig:
         mask_threshold: mask logits strictly above it are foreground.
         add_no_memory_embedding: *quirk* the paper does NOT add SAM2's ``no_memory_embedding`` to the image
             embedding (stock SAM2 predictors do); set True to add it.
-
-    Every setting is type- and range-checked when the config is made (a :class:`SettingError` naming it):
-    integers must be integers (``True`` is not one), flags real booleans, thresholds numbers in their range.
 
     Scoring, NMS and merging (METHOD.md 5.4-5.8)
         nms_threshold: class-aware box NMS IoU threshold, ranked by predicted IoU (*quirk*, as the paper).
@@ -210,10 +213,22 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
+def _allowing(what: str):
+    """Decorator: record on a check the values it allows (``--help`` shows them, errors say them)."""
+
+    def mark(check):
+        check.allowed = what
+        return check
+
+    return mark
+
+
 def _integer(lo: int, multiple: int = 1) -> Callable[[Any], int]:
+    what = f"a multiple of {multiple} (>= {lo})" if multiple > 1 else f"an integer >= {lo}"
+
+    @_allowing(what)
     def check(v: Any) -> int:
         if not _is_int(v) or v < lo or v % multiple:
-            what = f"a multiple of {multiple} (>= {lo})" if multiple > 1 else f"an integer >= {lo}"
             raise ValueError(f"must be {what}, got {v!r}")
         return int(v)
 
@@ -230,6 +245,7 @@ def _number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fa
         what = "a finite number"
     what += " or none" if optional else ""
 
+    @_allowing(what)
     def check(v: Any) -> float | None:
         if optional and (v is None or (isinstance(v, str) and v.lower() == "none")):
             return None
@@ -243,6 +259,7 @@ def _number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fa
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
+    @_allowing("one of " + ", ".join(allowed))
     def check(v: Any) -> str:
         if v not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}, got {v!r}")
@@ -251,12 +268,14 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return check
 
 
+@_allowing("true or false")
 def _flag(v: Any) -> bool:
     if not isinstance(v, bool):
         raise ValueError(f"must be true or false, got {v!r}")
     return v
 
 
+@_allowing("'auto' or an integer >= 1")
 def _batch_size(v: Any) -> int | str:
     if v == "auto":
         return v
@@ -265,6 +284,7 @@ def _batch_size(v: Any) -> int | str:
     return int(v)
 
 
+@_allowing("a non-empty subset of 1, 2, 3")
 def _tokens(v: Any) -> tuple[int, ...]:
     items = [v] if _is_int(v) else v.split(",") if isinstance(v, str) else v
     try:
@@ -302,3 +322,44 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "score_threshold": _number(0.0, 1.0, optional=True),
     "negative_temperature": _number(0.0, lo_open=True),
 }
+
+
+# -- help text ------------------------------------------------------------------------------------------
+_DOC_ENTRY = re.compile(r"^(\w+): (.*)$")
+
+
+def _yaml_value(value: Any) -> str:
+    """``value`` as it is written on the command line or in a config file (YAML)."""
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, tuple)):
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    return str(value)
+
+
+def field_help() -> dict[str, str]:
+    """``{setting: "meaning (allowed values; default X)"}`` for every MethodConfig field, from the class docstring.
+
+    The docstring documents each field as ``name: meaning`` (continued on deeper-indented lines); the allowed
+    values are those of the field's check in ``_CHECKS``, so the help and the validation cannot disagree.
+    """
+    entries: dict[str, list[str]] = {}
+    current = None
+    for line in inspect.cleandoc(MethodConfig.__doc__ or "").splitlines():
+        indent = len(line) - len(line.lstrip())
+        m = _DOC_ENTRY.match(line.strip())
+        if indent == 4 and m:
+            current = m.group(1)
+            entries[current] = [m.group(2)]
+        elif indent > 4 and current:
+            entries[current].append(line.strip())
+        else:
+            current = None
+    out = {}
+    for f in fields(MethodConfig):
+        text = entries.get(f.name, [""])
+        meaning = re.sub(r"``(.*?)``", r"\1", " ".join(text)).replace("*quirk* ", "quirk: ").replace("*quirk*", "quirk")
+        allowed = _CHECKS[f.name].allowed
+        out[f.name] = f"{meaning.rstrip('.')} ({allowed}; default {_yaml_value(f.default)})".lstrip()
+    return out
+

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .errors import InputError, MemoryMismatchError
+from .resultstore import write_atomic
+from .types import counts_text
 
 FORMAT = "nttt-memory/1"
 
@@ -142,6 +145,18 @@ class ReferenceMemory:
     def __len__(self) -> int:
         return len(self.references)
 
+    def __repr__(self) -> str:
+        """``ReferenceMemory(categories={dog: 2, cat: 1}, negatives={dog: 1}, encoder=... (dim 1024))``: the
+        references per category (positive ones; negative ones apart)."""
+        parts = [f"categories={counts_text(self.counts())}"]
+        negatives = {k: v for k, v in self.counts(negative=True).items() if v}
+        if negatives:
+            parts.append(f"negatives={counts_text(negatives)}")
+        enc = self.encoder
+        if enc:
+            parts.append(f"encoder={enc.get('name_or_path') or enc.get('model_type')} (dim {enc.get('hidden_size')})")
+        return f"ReferenceMemory({', '.join(parts)})"
+
     def counts(self, negative: bool = False) -> dict[str, int]:
         """References per category (positive ones, or the negative examples with ``negative=True``)."""
         out = {n: 0 for n in self.category_names}
@@ -181,8 +196,6 @@ class ReferenceMemory:
     # -- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the memory atomically (temp file + rename) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {
             "vectors": self.vectors.contiguous().float(),
             "weights": self.weights.contiguous().float(),
@@ -197,10 +210,7 @@ class ReferenceMemory:
             "encoder": self.encoder,
             "config": self.config,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"nttt": json.dumps(meta)})
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, safetensors_bytes(tensors, metadata={"nttt": json.dumps(meta)}))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ReferenceMemory":

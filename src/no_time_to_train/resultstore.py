@@ -8,6 +8,7 @@ rank's file, so a run can resume with a different number of processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -45,9 +46,7 @@ class ResultStore:
             if overwrite:
                 for p in self.dir.glob("part-*.jsonl"):
                     p.unlink()
-            tmp = sig_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(signature, indent=1, sort_keys=True))
-            os.replace(tmp, sig_path)
+            write_json_atomic(sig_path, signature, indent=1, sort_keys=True)
 
     # -- reading ----------------------------------------------------------------------------------------
     @staticmethod
@@ -102,12 +101,24 @@ class ResultStore:
             self._fh = None
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
-    """Write JSON to a temp file and rename it into place."""
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (str as UTF-8) to a temporary file beside ``path`` and rename it into place, creating parent
+    folders; readers never see a partial file. The file is created by ``open``, so its mode honours the umask
+    (0644 under umask 022), unlike ``tempfile.mkstemp`` or safetensors' ``save_file`` (0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, **kwargs)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
+    """Write ``obj`` as JSON (``kwargs`` go to ``json.dumps``) with :func:`write_atomic`."""
+    return write_atomic(path, json.dumps(obj, **kwargs))

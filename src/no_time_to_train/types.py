@@ -11,6 +11,13 @@ from pycocotools import mask as mask_utils
 from .errors import InputError
 
 
+def counts_text(counts: Mapping[str, int], limit: int = 8) -> str:
+    """``{dog: 2, cat: 1}`` for reprs: the first ``limit`` entries in order, then how many more there are."""
+    items = [f"{name}: {n}" for name, n in counts.items()]
+    more = [f"... {len(items) - limit} more"] if len(items) > limit else []
+    return "{" + ", ".join(items[:limit] + more) + "}"
+
+
 def encode_rle(mask: np.ndarray) -> dict:
     """COCO RLE of an ``(H, W)`` bool mask, with ``counts`` as ``str`` (JSON-ready)."""
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -64,6 +71,17 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def __repr__(self) -> str:
+        """``Detections(n=12, image_size=(480, 640), categories={dog: 8, cat: 4}, scores=0.91..0.12)``."""
+        parts = [f"n={len(self)}", f"image_size={self.image_size}"]
+        if len(self):
+            counts: dict[str, int] = {}
+            for name in self.names:
+                counts[name] = counts.get(name, 0) + 1
+            parts += [f"categories={counts_text(counts)}",
+                      f"scores={float(self.scores.max()):.2f}..{float(self.scores.min()):.2f}"]
+        return f"Detections({', '.join(parts)})"
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -7,7 +7,6 @@ Gradio is imported only when the command runs, so ``nttt --help`` is fast. The p
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,10 @@ def add_serve_parser(subparsers) -> Any:
     p = subparsers.add_parser("serve", help="a local web app: make references with clicks, segment images, export",
                               description="Start the browser app (needs the 'app' extra: Gradio). References are "
                               "made by clicking on objects (SAM2 makes the mask), target images are segmented "
-                              "with the memory, and the memory, COCO results and mask PNGs can be downloaded.",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=7860, help="port to listen on")
+                              "with the memory, and the memory, COCO results and mask PNGs can be downloaded.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: every "
+                   "interface)")
+    p.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
     p.add_argument("--memory", type=Path, help="memory file (.safetensors) to load at start")
     _add_model_args(p)
     _add_method_args(p)

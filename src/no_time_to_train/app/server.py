@@ -345,13 +345,16 @@ def serve(args) -> int:
     import torch
 
     from ..cli import _method_config
+    from ..models.checkpoints import check_models
     from ..predictor import ReferenceSegmenter
 
+    config = _method_config(args)
+    check_models(sam2=args.sam2, encoder=args.encoder)  # both missing models named at once, before loading
     device = args.device
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
-                             config=_method_config(args), memory=args.memory)
+                             config=config, memory=args.memory)
     log.info("loading the models (SAM2 %s, encoder %s) on %s", args.sam2 or "default", args.encoder or "default",
              device)
     seg.encoder  # a bad checkpoint, or a memory from another encoder, fails now rather than in the page

@@ -22,6 +22,7 @@ from ..errors import InputError
 __all__ = [
     "SPLITS",
     "IMAGE_EXTENSIONS",
+    "COCO_NAMES",
     "COCO_NOVEL_NAMES",
     "resolve_categories",
     "load_coco_json",
@@ -29,6 +30,19 @@ __all__ = [
     "gt_subset",
     "list_images",
 ]
+
+#: The 80 COCO category names in category-id order: the class indices 0..79 of YOLO models trained on COCO.
+COCO_NAMES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
 
 #: The 20 COCO classes that overlap PASCAL VOC: the few-shot "novel" split of METHOD 6.1 (COCO names).
 COCO_NOVEL_NAMES: tuple[str, ...] = (

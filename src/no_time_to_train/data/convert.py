@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
-import json
+import logging
 import math
 import os
 import random
 import re
 import shutil
-import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import InputError
+from ..resultstore import write_json_atomic
 
 __all__ = [
     "VOC_CLASSES",
@@ -41,6 +41,8 @@ __all__ = [
     "yolo_to_coco",
     "add_convert_parser",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: PASCAL VOC classes in the standard order; the COCO category id is the index (0-based, METHOD 6.2).
 VOC_CLASSES: tuple[str, ...] = (
@@ -59,22 +61,6 @@ _VOC_ID_BASE = 10**10
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-
-
-def _write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _image_size(path: Path) -> tuple[int, int, int | None]:
@@ -309,7 +295,7 @@ def voc_to_coco(
         "categories": [{"id": i, "name": n, "supercategory": "none"} for i, n in enumerate(VOC_CLASSES)],
     }
     if out_json is not None:
-        _write_json(Path(out_json), data)
+        write_json_atomic(out_json, data)
     return data
 
 
@@ -593,20 +579,56 @@ def _parse_yolo_line(line: str, where: str, n: int, names: Mapping[int, str], W:
                      f"('class x1 y1 x2 y2 x3 y3 ...', a polygon of >= 3 points).")
 
 
+def _last_images_part(images_dir: Path) -> int | None:
+    """Index of the last ``images`` component of the path (Ultralytics: ``<root>/images/<split>``), or None."""
+    parts = images_dir.parts
+    return next((i for i in range(len(parts) - 1, -1, -1) if parts[i] == "images"), None)
+
+
 def _default_labels_dir(images_dir: Path) -> Path:
-    parts = list(images_dir.parts)
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            return Path(*parts)
-    raise InputError(f"Cannot derive the labels folder from {str(images_dir)!r} (no 'images' component to replace "
-                     f"with 'labels'): pass labels_dir.")
+    i = _last_images_part(images_dir)
+    if i is None:
+        raise InputError(f"Cannot derive the labels folder from {str(images_dir)!r} (no 'images' component to "
+                         f"replace with 'labels'): pass --labels (Python: labels_dir=).")
+    return Path(*images_dir.parts[:i], "labels", *images_dir.parts[i + 1:])
+
+
+#: Files that hold a YOLO dataset's class names, looked for in this order (see :func:`_find_class_names`).
+_NAME_FILES = ("data.yaml", "dataset.yaml", "classes.txt")
+
+
+def _find_class_names(images_dir: Path, labels_dir: Path) -> Path | None:
+    """The first of :data:`_NAME_FILES` in ``labels_dir``, ``images_dir`` or a folder above it up to the dataset
+    root (the parent of the last ``images`` component; without one, the parent of ``images_dir``)."""
+    images_dir = images_dir.resolve()
+    i = _last_images_part(images_dir)
+    root = Path(*images_dir.parts[:i]) if i else images_dir.parent
+    folders = [labels_dir, images_dir]
+    while folders[-1] != root and folders[-1].parent != folders[-1]:
+        folders.append(folders[-1].parent)
+    return next((d / n for d in folders for n in _NAME_FILES if (d / n).is_file()), None)
+
+
+def _yolo_class_names(class_names, images_dir: Path, labels_dir: Path) -> dict[int, str]:
+    """``load_class_names(class_names)``; for None, a names file of the dataset or else the COCO names."""
+    if class_names is not None:
+        return load_class_names(class_names)
+    found = _find_class_names(images_dir, labels_dir)
+    if found is not None:
+        logger.info("class names from %s", found)
+        return load_class_names(found)
+    from .coco import COCO_NAMES
+
+    warnings.warn(f"No class names given and no {', '.join(_NAME_FILES)} found beside {str(images_dir)!r}: using "
+                  f"the 80 COCO names (class 0 = {COCO_NAMES[0]}, 79 = {COCO_NAMES[79]}). Pass --classes "
+                  f"(Python: class_names=) for other classes.", stacklevel=3)
+    return dict(enumerate(COCO_NAMES))
 
 
 def yolo_to_coco(
     images_dir: str | Path,
     labels_dir: str | Path | None,
-    class_names: Sequence[str] | Mapping[Any, str] | str | Path,
+    class_names: Sequence[str] | Mapping[Any, str] | str | Path | None,
     out_json: str | Path | None,
     zero_based: bool = False,
 ) -> dict:
@@ -621,12 +643,16 @@ def yolo_to_coco(
     Each label line is ``class cx cy w h`` (a box) or ``class x1 y1 x2 y2 x3 y3 ...`` (a polygon, >= 3 points),
     normalised to [0, 1] (overshoot up to 1e-3 is clipped). Boxes give ``bbox`` and ``area = w*h``; polygons
     give ``segmentation`` ``[[x1, y1, ...]]`` in pixels, the tight ``bbox`` and the shoelace ``area``.
-    Category id = class index + 1, or the class index itself when ``zero_based``. Images without a label file
-    (or with an empty one) get no annotations. A malformed line raises InputError naming file and line.
+    Category id = class index + 1, or the class index itself when ``zero_based``. ``class_names=None`` takes
+    the first ``data.yaml``, ``dataset.yaml`` or ``classes.txt`` in the label folder, the image folder or a
+    folder above it up to the dataset root, else (with a warning) the 80 COCO names
+    (:data:`~no_time_to_train.data.coco.COCO_NAMES`). Images without a label file (or with an empty one) get no
+    annotations, but when no image has one InputError is raised (wrong label folder); label files without an
+    image are named in a warning. A malformed line raises InputError naming file and line.
     Pixel values are rounded to 4 decimals. Images whose EXIF orientation rotates them trigger a warning:
     Ultralytics labels the rotated image, while this library (like COCO tools) reads raw pixels.
     """
-    from .coco import IMAGE_EXTENSIONS
+    from .coco import IMAGE_EXTENSIONS, _few
 
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
@@ -635,7 +661,7 @@ def yolo_to_coco(
     if not labels_dir.is_dir():
         raise InputError(f"Label folder {str(labels_dir)!r} does not exist: pass the folder holding the YOLO .txt "
                          f"label files.")
-    names = load_class_names(class_names)
+    names = _yolo_class_names(class_names, images_dir, labels_dir)
     offset = 0 if zero_based else 1
     paths = sorted(p for p in images_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
@@ -647,6 +673,19 @@ def yolo_to_coco(
             raise InputError(f"Images {str(stems[key])!r} and {str(p)!r} would share the label file "
                              f"{str(labels_dir / key)}.txt: rename one of them.")
         stems[key] = p
+    labels = {p: labels_dir / p.relative_to(images_dir).with_suffix(".txt") for p in paths}
+    found = {label for label in labels.values() if label.is_file()}
+    others = sorted(str(f.relative_to(labels_dir)) for f in labels_dir.rglob("*.txt")
+                    if f not in found and f.name not in _NAME_FILES)
+    if not found:
+        first = paths[0].relative_to(images_dir)
+        held = f"it holds {len(others)} other .txt files ({_few(others, 3)})" if others else "it holds no .txt files"
+        raise InputError(f"None of the {len(paths)} images in {str(images_dir)!r} has a label file in "
+                         f"{str(labels_dir)!r} (image {str(first)!r} needs {str(labels[paths[0]])!r}); {held}. "
+                         f"Pass the matching label folder with --labels (Python: labels_dir=).")
+    if others:
+        warnings.warn(f"{len(others)} label file(s) in {str(labels_dir)!r} have no image in {str(images_dir)!r} and "
+                      f"were skipped: {_few(others, 5)}.", stacklevel=2)
 
     images, annotations, rotated = [], [], []
     for image_id, p in enumerate(paths, start=1):
@@ -655,8 +694,8 @@ def yolo_to_coco(
         if orientation in (5, 6, 7, 8):
             rotated.append(str(rel))
         images.append({"id": image_id, "file_name": rel.as_posix(), "width": W, "height": H})
-        label = labels_dir / rel.with_suffix(".txt")
-        if not label.is_file():
+        label = labels[p]
+        if label not in found:
             continue
         try:
             text = label.read_text(encoding="utf-8")
@@ -688,7 +727,7 @@ def yolo_to_coco(
         "categories": [{"id": i + offset, "name": n} for i, n in names.items()],
     }
     if out_json is not None:
-        _write_json(Path(out_json), data)
+        write_json_atomic(out_json, data)
     return data
 
 
@@ -744,6 +783,8 @@ def add_convert_parser(subparsers) -> Any:
 
     Each sub-command sets ``func`` (``args.func(args)`` returns 0 and prints a one-line summary).
     """
+    from ..cli import positive_int
+
     conv = subparsers.add_parser("convert", help="convert PASCAL VOC, CD-FSOD or YOLO datasets to COCO JSON / "
                                  "reference files")
     sub = conv.add_subparsers(dest="convert_format", required=True, metavar="{voc,cdfsod,yolo}")
@@ -763,7 +804,7 @@ def add_convert_parser(subparsers) -> Any:
                    "(or one dataset folder)")
     p.add_argument("-o", "--output", type=Path, required=True, help="writes <output>/<dataset>/refs_<k>shot.json")
     p.add_argument("--datasets", nargs="+", help="only these datasets (names, any case)")
-    p.add_argument("--shots", nargs="+", type=int, default=list(CDFSOD_SHOTS), help="shot files to convert "
+    p.add_argument("--shots", nargs="+", type=positive_int, default=list(CDFSOD_SHOTS), help="shot files to convert "
                    "(default 1 5 10)")
     p.add_argument("--seed", type=int, default=42, help="seed for padding classes to K (default 42, as the authors)")
     p.add_argument("--quiet", action="store_true")
@@ -772,7 +813,9 @@ def add_convert_parser(subparsers) -> Any:
     p = sub.add_parser("yolo", help="Ultralytics YOLO detection/segmentation labels -> COCO JSON")
     p.add_argument("images", type=Path, help="image folder (searched recursively)")
     p.add_argument("--labels", type=Path, help="label folder (default: the images path with 'images' -> 'labels')")
-    p.add_argument("--classes", required=True, help="data.yaml (with 'names') or classes.txt")
+    p.add_argument("--classes", help="data.yaml (with 'names') or classes.txt (default: the first data.yaml, "
+                   "dataset.yaml or classes.txt in the label folder, the image folder or above it up to the dataset "
+                   "root; without one, the 80 COCO names)")
     p.add_argument("-o", "--output", type=Path, required=True, help="COCO JSON to write")
     p.add_argument("--zero-based", action="store_true", help="category id = class index (default: index + 1)")
     p.add_argument("--quiet", action="store_true")

@@ -6,13 +6,18 @@
    inferred from tensor shapes and whose keys are renamed to transformers' names, loaded strictly;
 2. a local directory in Hugging Face format (``config.json`` + weights);
 3. a Hugging Face hub id (the defaults), loaded through the normal HF cache; for a SAM2 repo that only holds
-   Meta's ``.pt`` the file is downloaded and treated as in 1.
+   Meta's ``.pt`` the file is downloaded and treated as in 1. Offline (``HF_HUB_OFFLINE=1``, or the hub not
+   answering one short probe) a cached copy is loaded without network access and an uncached one fails at
+   once, instead of after huggingface_hub's ~25 s of retries.
+
+:func:`check_models` checks several sources before any is loaded and names every unavailable one in one error.
 
 Every failure raises :class:`~no_time_to_train.errors.CheckpointError` saying what was given and what to do.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -31,6 +36,7 @@ from .sam2_keys import sam2_hf_to_meta, sam2_meta_to_hf
 __all__ = [
     "DEFAULT_ENCODER",
     "DEFAULT_SAM2",
+    "check_models",
     "dinov2_hf_to_meta",
     "dinov2_meta_to_hf",
     "load_encoder",
@@ -53,6 +59,9 @@ ENCODER_HINT = (
     f"(or use the hub id {DEFAULT_ENCODER} with internet access) and pass it with --encoder PATH "
     "(Python: encoder=PATH)."
 )
+
+#: Seconds the one reachability probe of the hub waits before the hub counts as unreachable.
+HUB_PROBE_TIMEOUT = 3.0
 
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pkl", ".tar")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -170,9 +179,10 @@ def _instantiate(model_cls, config, hf_sd: dict[str, torch.Tensor], path: Path, 
     return _finish(model, device, dtype)
 
 
-def _load_hf(model_cls, source: str | Path, device, dtype, what: str):
+def _load_hf(model_cls, source: str | Path, device, dtype, what: str, local_only: bool = False):
     """``from_pretrained`` with a strict check that no weight was left at its random initialisation."""
-    model, info = model_cls.from_pretrained(str(source), dtype=dtype, output_loading_info=True)
+    model, info = model_cls.from_pretrained(str(source), dtype=dtype, output_loading_info=True,
+                                            local_files_only=local_only)
     missing = sorted(info.get("missing_keys") or [])
     mismatched = info.get("mismatched_keys") or []
     if missing or mismatched:
@@ -193,10 +203,55 @@ def _dir_model_type(path: Path, what: str, hint: str) -> str:
         raise CheckpointError(f"cannot read {config}: {_short(exc)}") from exc
 
 
-def _hub_model_type(repo_id: str) -> str:
+def _hub_model_type(repo_id: str, local_only: bool = False) -> str:
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(repo_id).model_type
+    return AutoConfig.from_pretrained(repo_id, local_files_only=local_only).model_type
+
+
+@functools.lru_cache(maxsize=None)
+def _hub_reachable(endpoint: str) -> bool:
+    """Whether ``endpoint`` answers one HEAD request within :data:`HUB_PROBE_TIMEOUT` (no retries; remembered)."""
+    from huggingface_hub import get_session
+
+    try:
+        get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT)
+    except Exception as exc:  # no DNS, refused, timed out, proxy error: all mean "not now"
+        logger.info("the Hugging Face hub %s is unreachable: %s", endpoint, _short(exc))
+        return False
+    return True
+
+
+def _hub_unavailable() -> str | None:
+    """Why the hub cannot be asked now, or None when it can; probes the hub at most once per process."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "offline (HF_HUB_OFFLINE=1)"
+    if not _hub_reachable(constants.ENDPOINT):
+        return f"the Hugging Face hub ({constants.ENDPOINT}) is unreachable"
+    return None
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """Whether the local HF cache holds ``repo_id``'s config.json (or, for SAM2, Meta's .pt)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    names = ["config.json", _sam2_meta_filename(repo_id)]
+    return any(isinstance(try_to_load_from_cache(repo_id, n), str) for n in names if n)
+
+
+def _hub_local_only(repo_id: str, what: str, hint: str) -> bool:
+    """Whether to load ``repo_id`` from the local cache only (the hub is offline or unreachable but the cache
+    has it); raises CheckpointError at once when it is neither reachable nor cached."""
+    reason = _hub_unavailable()
+    if reason is None:
+        return False
+    if _hub_cached(repo_id):
+        logger.info("%s: %s; loading %s from the local Hugging Face cache", what, reason, repo_id)
+        return True
+    raise CheckpointError(f"could not load {what} weights {repo_id!r}: {reason}, and they are not in the local "
+                          f"Hugging Face cache. {hint}")
 
 
 def _hub_failure(repo_id: str, exc: BaseException, what: str, hint: str) -> CheckpointError:
@@ -228,8 +283,9 @@ def _sam2_meta_filename(repo_id: str) -> str | None:
 
 
 def _sam2_from_hub(repo_id: str, device, dtype) -> Sam2Model:
+    local_only = _hub_local_only(repo_id, "SAM2", SAM2_HINT)
     try:
-        model_type = _hub_model_type(repo_id)
+        model_type = _hub_model_type(repo_id, local_only)
     except Exception as exc:  # no transformers config, offline, not cached, unknown repo
         meta_name = _sam2_meta_filename(repo_id)
         if meta_name is None:
@@ -237,14 +293,14 @@ def _sam2_from_hub(repo_id: str, device, dtype) -> Sam2Model:
         try:
             from huggingface_hub import hf_hub_download
 
-            path = hf_hub_download(repo_id, meta_name)
+            path = hf_hub_download(repo_id, meta_name, local_files_only=local_only)
         except Exception as exc2:
             raise _hub_failure(repo_id, exc, "SAM2", SAM2_HINT) from exc2
         return _sam2_from_file(Path(path), device, dtype)
     if model_type not in _SAM2_TYPES:
         raise CheckpointError(f"hub repo {repo_id!r} holds a {model_type!r} model, not SAM2. {SAM2_HINT}")
     try:
-        return _load_hf(Sam2Model, repo_id, device, dtype, "SAM2")
+        return _load_hf(Sam2Model, repo_id, device, dtype, "SAM2", local_only)
     except CheckpointError:
         raise
     except Exception as exc:
@@ -316,11 +372,13 @@ def load_encoder(
     kind, where = _classify(source, DEFAULT_ENCODER, "DINOv2", ENCODER_HINT)
     if kind == "file":
         return _encoder_from_file(where, device, dtype)
+    local_only = False
     if kind == "dir":
         model_type = _dir_model_type(where, "DINOv2", ENCODER_HINT)
     else:
+        local_only = _hub_local_only(where, "DINOv2", ENCODER_HINT)
         try:
-            model_type = _hub_model_type(where)
+            model_type = _hub_model_type(where, local_only)
         except Exception as exc:
             raise _hub_failure(where, exc, "DINOv2", ENCODER_HINT) from exc
     if model_type not in _DINOV2_CLASSES:
@@ -328,10 +386,39 @@ def load_encoder(
             f"{where} holds a {model_type or 'unknown'!r} model (config model_type), not DINOv2. {ENCODER_HINT}"
         )
     try:
-        return _load_hf(_DINOV2_CLASSES[model_type], where, device, dtype, "DINOv2")
+        return _load_hf(_DINOV2_CLASSES[model_type], where, device, dtype, "DINOv2", local_only)
     except CheckpointError:
         raise
     except Exception as exc:
         if kind == "hub":
             raise _hub_failure(where, exc, "DINOv2", ENCODER_HINT) from exc
         raise CheckpointError(f"cannot load DINOv2 from {where}: {_short(exc)}") from exc
+
+
+# ----------------------------------------------------------------------------------------------------- both
+_MODELS = {"sam2": ("SAM2", DEFAULT_SAM2, SAM2_HINT), "encoder": ("DINOv2", DEFAULT_ENCODER, ENCODER_HINT)}
+
+
+def check_models(**sources) -> None:
+    """Check, without loading any, that the models in ``sources`` can be loaded now; one error names all that can't.
+
+    Keywords are ``sam2`` and ``encoder``; values are what :func:`load_sam2` / :func:`load_encoder` take (a file,
+    a directory, a hub id, or None for the default); model objects are skipped. A local path must exist; a hub id
+    must be cached or the hub reachable (at most one short probe, none under ``HF_HUB_OFFLINE=1``). Raises one
+    :class:`CheckpointError` listing every unavailable model with where to get it.
+    """
+    problems = []
+    for key, source in sources.items():
+        what, default, hint = _MODELS[key]
+        if isinstance(source, torch.nn.Module):
+            continue
+        try:
+            kind, where = _classify(source, default, what, hint)
+            if kind == "hub":
+                _hub_local_only(where, what, hint)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise CheckpointError(problems[0])
+    if problems:
+        raise CheckpointError(f"{len(problems)} models are not available:\n" + "\n".join(f"  - {p}" for p in problems))
