@@ -3,15 +3,22 @@
 Each finished item is one line ``{"key": ..., ...payload}``, written with a single ``write`` of the whole
 line, flushed and fsync'ed, so a kill -9 loses only the items in flight. A half-written last line (no
 trailing newline, or not valid JSON) is ignored on reading and cut off before appending. Reruns read every
-rank's file, so a run can resume with a different number of processes.
+rank's file, so a run can resume with a different number of processes. An item can also be recorded as
+skipped (``{"key": ..., "skipped": reason}``); a rerun retries it. A run holds its folder with a lock
+(:mod:`runlock`) for as long as it runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+from .errors import OutputError
+from .runlock import RunLock
 
 
 class ResultStore:
@@ -24,26 +31,59 @@ class ResultStore:
         self.path = self.dir / f"part-{rank:05d}.jsonl"
         self._fh = None
 
-    # -- run identity -----------------------------------------------------------------------------------
-    def check_signature(self, signature: dict, overwrite: bool = False, is_main: bool = True) -> None:
+    # -- run ownership ----------------------------------------------------------------------------------
+    @contextmanager
+    def claim(self, signature: dict, dist, overwrite: bool = False,
+              outputs: Sequence[str | os.PathLike] = (), what: str | None = None) -> Iterator["ResultStore"]:
+        """Own the output for one run: lock it, check the settings, and clean up after a run that made nothing.
+
+        Rank 0 takes the folder's :class:`RunLock` (a second run on the same output is refused with the
+        holder's pid) and keeps it until the ``with`` block ends; then every rank checks the settings
+        (:meth:`check_signature`, which with ``overwrite`` first deletes ``outputs``, the previous run's
+        merged files or folders). A run that fails before finishing any item leaves nothing behind: its
+        folder (``run.json``, lock) is removed, so a corrected command is not refused. ``what`` names the
+        output in the message a second run gets (default: this folder).
+        """
+        lock = RunLock(self.dir, what) if dist.is_main else None
+        try:
+            self.check_signature(signature, overwrite, dist.is_main, outputs)
+            dist.barrier()
+            yield self
+        except BaseException:
+            if dist.is_main and not self.done():
+                self.close()
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+        finally:
+            self.close()
+            if lock is not None:
+                lock.release()
+
+    def check_signature(self, signature: dict, overwrite: bool = False, is_main: bool = True,
+                        outputs: Sequence[str | os.PathLike] = ()) -> None:
         """Make sure earlier partial results were produced by the same run settings.
 
-        The first run writes ``run.json``; a rerun with different settings is refused (unless ``overwrite``,
-        which clears the old results) rather than silently mixing results.
+        The first run writes ``run.json``; a rerun with different settings is refused, naming the settings
+        that changed, rather than silently mixing results, unless ``overwrite`` (which deletes the old
+        results and ``outputs`` first) or no item was finished yet (then the new settings simply replace
+        the old ones).
         """
         sig_path = self.dir / "run.json"
         if sig_path.exists() and not overwrite:
             old = json.loads(sig_path.read_text())
-            if old != signature:
-                changed = sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k))
-                raise FileExistsError(
-                    f"{self.dir} holds results of a run with different settings ({', '.join(changed)}); "
-                    "use another output directory or pass --overwrite to start again"
+            if old == signature:
+                return
+            if self.done():
+                changes = "; ".join(_changes(old, signature))
+                raise OutputError(
+                    f"{self.dir} holds results of a run with different settings ({changes}); rerun with the "
+                    "earlier settings to resume, use another output (-o), or pass --overwrite to discard them"
                 )
-            return
         if is_main:
-            if overwrite:
-                for p in self.dir.glob("part-*.jsonl"):
+            for p in [*self.dir.glob("part-*.jsonl"), *map(Path, outputs)]:
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
                     p.unlink()
             tmp = sig_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(signature, indent=1, sort_keys=True))
@@ -64,15 +104,21 @@ class ResultStore:
                 continue  # a torn line from a crash is ignored (its item is redone)
 
     def records(self) -> dict[Any, dict]:
-        """Every finished item of every rank, by key (a later duplicate wins)."""
+        """Every finished item of every rank, by key: its result, or ``{"key", "skipped": reason}`` for an
+        item that was skipped (see :meth:`skip`). A later duplicate wins, except that a result always beats
+        a skip (a rerun on another number of ranks may write the retried item into another rank's file).
+        """
         out: dict[Any, dict] = {}
         for path in sorted(self.dir.glob("part-*.jsonl")):
             for rec in self._read_lines(path):
+                if "skipped" in rec and rec["key"] in out and "skipped" not in out[rec["key"]]:
+                    continue
                 out[rec["key"]] = rec
         return out
 
     def done(self) -> set:
-        return set(self.records())
+        """Keys of the items with a result (skipped items are not done: a rerun retries them)."""
+        return {k for k, rec in self.records().items() if "skipped" not in rec}
 
     # -- writing ----------------------------------------------------------------------------------------
     def _open(self):
@@ -91,10 +137,19 @@ class ResultStore:
     def append(self, key: Any, **payload: Any) -> None:
         """Record one finished item durably."""
         line = (json.dumps({"key": key, **payload}, separators=(",", ":")) + "\n").encode()
-        fh = self._open()
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+        try:
+            fh = self._open()
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError as exc:  # e.g. disk full: name the file (a write on a descriptor names none)
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+            raise
+
+    def skip(self, key: Any, reason: str) -> None:
+        """Record that an item was skipped (e.g. an unreadable image), so that rank 0 can list it."""
+        self.append(key, skipped=reason)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -107,7 +162,24 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, **kwargs)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, **kwargs)
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
+        raise
     os.replace(tmp, path)
     return path
+
+
+def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs, nested keys joined by dots."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k, "unset"), new.get(k, "unset")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
