@@ -111,17 +111,27 @@ def test_changed_settings_refuse_to_mix(coco_mini, memory, models, tmp_path, cap
     assert main(args + ["--nms-threshold", "0.6", "--overwrite"]) == 0
 
 
+def _envs():
+    """The README's recipe for byte-identical outputs: the lone process with ``OMP_NUM_THREADS=1``, torchrun
+    as it comes (it gives each process one thread; another thread count reorders float sums on CPU)."""
+    base = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    return {**base, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}, {**base, "PYTHONPATH": SRC}
+
+
+def _torchrun_ok(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OMP_NUM_THREADS environment variable for each process to be 1" in proc.stderr  # as the README says
+
+
 def test_two_processes_equal_one(coco_mini, memory, models, tmp_path):
-    # Both runs use one thread per process: a different thread count reorders float sums (1e-7 noise).
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    env_one, env_torchrun = _envs()
     one, two = tmp_path / "one", tmp_path / "two"
     single = [sys.executable, "-m", "no_time_to_train", *_evaluate_args(coco_mini, memory, models, one, n=5)]
-    proc = subprocess.run(single, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(single, env=env_one, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "no_time_to_train", *_evaluate_args(coco_mini, memory, models, two, n=5)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _torchrun_ok(subprocess.run(cmd, env=env_torchrun, capture_output=True, text=True, timeout=600))
     parts = sorted((two / "parts").glob("part-*.jsonl"))
     keys = [json.loads(x)["key"] for p in parts for x in p.read_text().splitlines()]
     assert len(parts) == 2 and len(keys) == 5 and len(set(keys)) == 5  # sharded, each image once
@@ -131,17 +141,17 @@ def test_two_processes_equal_one(coco_mini, memory, models, tmp_path):
 
 
 def test_fill_memory_on_two_processes_equals_one(coco_mini, memory, models, tmp_path):
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    env_one, env_torchrun = _envs()
     ann = coco_mini / "annotations" / "instances_train2017.json"
     args = ["fill-memory", str(memory.parent / "refs.json"), "--annotations", str(ann), "--images",
             str(coco_mini / "train2017"), *models, *FAST]
     one = subprocess.run([sys.executable, "-m", "no_time_to_train", *args, "-o", str(tmp_path / "one.safetensors")],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=env_one, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "no_time_to_train", *args, "-o", str(tmp_path / "two.safetensors")],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    _torchrun_ok(subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                 "--nproc_per_node=2", "-m", "no_time_to_train", *args, "-o",
+                                 str(tmp_path / "two.safetensors")],
+                                env=env_torchrun, capture_output=True, text=True, timeout=600))
     from no_time_to_train import ReferenceMemory
 
     a, b = (ReferenceMemory.load(tmp_path / f) for f in ("one.safetensors", "two.safetensors"))

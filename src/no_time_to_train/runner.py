@@ -2,7 +2,9 @@
 
 Used by the ``predict``, ``evaluate`` and ``fill-memory`` commands. Each item's result is appended to the
 rank's :class:`ResultStore` as soon as it exists; a rerun skips what is done; rank 0 merges once, in input
-order, so a resumed run and a one-shot run (and runs on any number of ranks) give identical files.
+order, so a resumed run and a one-shot run give identical files. Runs on any number of ranks do too when
+every process uses the same number of CPU threads (each item is computed alone, but on CPU the thread count
+sets the order of float sums; torchrun gives each process one thread).
 """
 
 from __future__ import annotations
