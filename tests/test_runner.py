@@ -236,6 +236,15 @@ def test_overwrite_deletes_the_previous_outputs_first(tmp_path):
     assert not (tmp_path / "results.json").exists() and not (tmp_path / "masks").exists()
 
 
+def test_without_overwrite_the_previous_outputs_stay_until_replaced(tmp_path):
+    memory = tmp_path / "mem.safetensors"  # a finished fill-memory leaves its file, not its parts folder
+    memory.write_bytes(b"old memory")
+    with pytest.raises(RuntimeError):
+        with ResultStore(tmp_path / "mem.safetensors.parts").claim(SIG, DistContext(), outputs=[memory]):
+            raise RuntimeError("the new run fails")
+    assert memory.read_bytes() == b"old memory"
+
+
 def test_disk_full_names_the_results_file(tmp_path, monkeypatch):
     store = ResultStore(tmp_path)
 

@@ -80,7 +80,7 @@ class ResultStore:
                     "earlier settings to resume, use another output (-o), or pass --overwrite to discard them"
                 )
         if is_main:
-            for p in [*self.dir.glob("part-*.jsonl"), *map(Path, outputs)]:
+            for p in [*self.dir.glob("part-*.jsonl"), *(map(Path, outputs) if overwrite else ())]:
                 if p.is_dir():
                     shutil.rmtree(p)
                 elif p.exists():
@@ -137,15 +137,11 @@ class ResultStore:
     def append(self, key: Any, **payload: Any) -> None:
         """Record one finished item durably."""
         line = (json.dumps({"key": key, **payload}, separators=(",", ":")) + "\n").encode()
-        try:
+        with _naming(self.path):
             fh = self._open()
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
-        except OSError as exc:  # e.g. disk full: name the file (a write on a descriptor names none)
-            if exc.filename is None:
-                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
-            raise
 
     def skip(self, key: Any, reason: str) -> None:
         """Record that an item was skipped (e.g. an unreadable image), so that rank 0 can list it."""
@@ -162,15 +158,21 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, **kwargs)
-    except OSError as exc:
-        if exc.filename is None:
-            raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
-        raise
+    with _naming(tmp), open(tmp, "w") as f:
+        json.dump(obj, f, **kwargs)
     os.replace(tmp, path)
     return path
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Give an OSError that names no file (a write on a descriptor, e.g. disk full) the name of ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
