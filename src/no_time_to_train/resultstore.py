@@ -38,15 +38,17 @@ class ResultStore:
         """Own the output for one run: lock it, check the settings, and clean up after a run that made nothing.
 
         Rank 0 takes the folder's :class:`RunLock` (a second run on the same output is refused with the
-        holder's pid) and keeps it until the ``with`` block ends; then every rank checks the settings
+        holder's pid) and keeps it until the ``with`` block ends, and checks the settings
         (:meth:`check_signature`, which with ``overwrite`` first deletes ``outputs``, the previous run's
-        merged files or folders). A run that fails before finishing any item leaves nothing behind: its
-        folder (``run.json``, lock) is removed, so a corrected command is not refused. ``what`` names the
-        output in the message a second run gets (default: this folder).
+        merged files or folders); the other ranks of the run wait for it (if it fails, torchrun stops them).
+        A run that fails before finishing any item leaves nothing behind: its folder (``run.json``, lock)
+        is removed, so a corrected command is not refused. ``what`` names the output in the message a
+        second run gets (default: this folder).
         """
         lock = RunLock(self.dir, what) if dist.is_main else None
         try:
-            self.check_signature(signature, overwrite, dist.is_main, outputs)
+            if dist.is_main:
+                self.check_signature(signature, overwrite, outputs=outputs)
             dist.barrier()
             yield self
         except BaseException:
@@ -59,14 +61,14 @@ class ResultStore:
             if lock is not None:
                 lock.release()
 
-    def check_signature(self, signature: dict, overwrite: bool = False, is_main: bool = True,
+    def check_signature(self, signature: dict, overwrite: bool = False,
                         outputs: Sequence[str | os.PathLike] = ()) -> None:
         """Make sure earlier partial results were produced by the same run settings.
 
         The first run writes ``run.json``; a rerun with different settings is refused, naming the settings
         that changed, rather than silently mixing results, unless ``overwrite`` (which deletes the old
         results and ``outputs`` first) or no item was finished yet (then the new settings simply replace
-        the old ones).
+        the old ones). Writes: called by rank 0 only (see :meth:`claim`).
         """
         sig_path = self.dir / "run.json"
         if sig_path.exists() and not overwrite:
@@ -79,15 +81,14 @@ class ResultStore:
                     f"{self.dir} holds results of a run with different settings ({changes}); rerun with the "
                     "earlier settings to resume, use another output (-o), or pass --overwrite to discard them"
                 )
-        if is_main:
-            for p in [*self.dir.glob("part-*.jsonl"), *(map(Path, outputs) if overwrite else ())]:
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-            tmp = sig_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(signature, indent=1, sort_keys=True))
-            os.replace(tmp, sig_path)
+        for p in [*self.dir.glob("part-*.jsonl"), *(map(Path, outputs) if overwrite else ())]:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        tmp = sig_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(signature, indent=1, sort_keys=True))
+        os.replace(tmp, sig_path)
 
     # -- reading ----------------------------------------------------------------------------------------
     @staticmethod
