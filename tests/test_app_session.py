@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from no_time_to_train.app.session import BOX, NEGATIVE, POSITIVE, TABLE_COLUMNS, Draft, Workspace, draft_view
@@ -195,6 +196,54 @@ def test_save_and_load_memory(ws, ref_path, make_segmenter, tmp_path):
     assert other.categories == ["person"]  # a refused file changes nothing
 
 
+def test_autosave_keeps_the_memory_across_a_restart(make_segmenter, ref_path, tmp_path):
+    work = tmp_path / "work"
+    ws = Workspace(make_segmenter(), workdir=work, autosave=True)
+    assert ws.restore() == 0 and not ws.autosave_path.exists()  # nothing saved yet
+    ws.add_reference(_draft_with_mask(ws, ref_path), "person")
+    ws.add_reference(_draft_with_mask(ws, ref_path), "dog")
+    ws.remove_category("dog")
+    assert ws.autosave_path == work / "autosave.safetensors"
+    restarted = Workspace(make_segmenter(), workdir=work, autosave=True)  # a new server on the same folder
+    assert restarted.restore() == 1
+    assert restarted.categories == ["person"]
+    assert torch.equal(restarted.memory.vectors, ws.memory.vectors)
+    assert restarted.memory.references == ws.memory.references
+    restarted.remove_reference(0)  # an emptied memory is not restored
+    assert not restarted.autosave_path.exists()
+    assert Workspace(make_segmenter(), workdir=work, autosave=True).restore() == 0
+
+
+def test_a_fresh_start_sets_the_autosave_aside(make_segmenter, ref_path, tmp_path):
+    ws = Workspace(make_segmenter(), workdir=tmp_path, autosave=True)
+    ws.add_reference(_draft_with_mask(ws, ref_path), "person")
+    fresh = Workspace(make_segmenter(), workdir=tmp_path, autosave=True)
+    assert fresh.set_aside_autosave() and not fresh.autosave_path.exists()
+    assert fresh.restore() == 0 and len(fresh.memory) == 0
+    assert fresh.previous_path.exists() and fresh.load_memory(fresh.previous_path) == 1  # kept, not lost
+
+
+def test_without_autosave_nothing_is_written(ws, ref_path):
+    ws.add_reference(_draft_with_mask(ws, ref_path), "person")
+    assert ws.autosave_path is None and not (ws.workdir / "autosave.safetensors").exists()
+
+
+def test_user_mistakes_reach_the_page_without_a_traceback_in_the_log(caplog):
+    gr = pytest.importorskip("gradio", reason="the 'app' extra (Gradio) is not installed")
+    from no_time_to_train.app.server import _fail
+
+    with caplog.at_level("ERROR"):
+        with pytest.raises(gr.Error) as err:
+            _fail(InputError("name the category before adding the reference"))
+    assert err.value.message == "name the category before adding the reference"
+    assert err.value.print_exception is False and not caplog.records
+    with caplog.at_level("ERROR"):  # a bug is logged with its traceback, once
+        with pytest.raises(gr.Error) as err:
+            _fail(ZeroDivisionError("boom"))
+    assert err.value.print_exception is False and err.value.message == "ZeroDivisionError: boom"
+    assert [r.exc_info[0] for r in caplog.records] == [ZeroDivisionError]
+
+
 def test_segment_filter_and_exports(ws, ref_path, targets, tmp_path):
     with pytest.raises(InputError, match="no references"):
         ws.segment([str(t) for t in targets])
@@ -257,8 +306,11 @@ def test_serve_verb_in_cli_parser():
     args = build_parser().parse_args(["serve", "--port", "7999", "--memory", "m.safetensors", "--device", "cpu",
                                       "--points-per-side", "8"])
     assert args.command == "serve" and args.port == 7999 and args.host == "127.0.0.1"
+    assert str(args.workdir) == "nttt-app" and args.fresh is False
     assert str(args.memory) == "m.safetensors" and args.cfg_points_per_side == "8" and args.config is None
     assert args.func.__name__ == "cmd_serve"
+    args = build_parser().parse_args(["serve", "--workdir", "w", "--fresh"])
+    assert str(args.workdir) == "w" and args.fresh is True
 
 
 def test_serve_without_gradio_says_how_to_install(monkeypatch, capsys):
@@ -270,7 +322,7 @@ def test_serve_without_gradio_says_how_to_install(monkeypatch, capsys):
     assert 'pip install "no-time-to-train[app]"' in capsys.readouterr().err
 
 
-def test_serve_offline_names_both_models_before_loading(offline_empty_cache, monkeypatch, capsys):
+def test_serve_offline_names_both_models_before_loading(offline_empty_cache, monkeypatch, capsys, tmp_path):
     pytest.importorskip("gradio", reason="the 'app' extra (Gradio) is not installed")
     from no_time_to_train import cli, predictor
 
@@ -278,9 +330,25 @@ def test_serve_offline_names_both_models_before_loading(offline_empty_cache, mon
         raise AssertionError("no model may be loaded")
 
     monkeypatch.setattr(predictor, "ReferenceSegmenter", never)
-    assert cli.main(["serve", "--device", "cpu"]) == 2
+    assert cli.main(["serve", "--device", "cpu", "--workdir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "facebook/sam2-hiera-large" in err and "facebook/dinov2-large" in err and "--encoder PATH" in err
+
+
+def test_a_second_server_on_one_workdir_is_refused(tmp_path, capsys):
+    pytest.importorskip("gradio", reason="the 'app' extra (Gradio) is not installed")
+    import os
+    import socket
+
+    from no_time_to_train import cli
+    from no_time_to_train.runlock import RunLock
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with RunLock(tmp_path):  # the first server (refused before any model loads)
+        assert cli.main(["serve", "--port", str(port), "--workdir", str(tmp_path)]) == 2
+    assert f"app folder {tmp_path} (--workdir) is in use by process {os.getpid()} " in capsys.readouterr().err
 
 
 def test_build_app_gives_blocks(make_segmenter, tmp_path):
@@ -292,7 +360,8 @@ def test_build_app_gives_blocks(make_segmenter, tmp_path):
 
 
 def test_nttt_serve_starts_with_saved_models_and_memory(make_segmenter, models, ref_path, tmp_path):
-    """``nttt serve`` in a subprocess: loads the models and ``--memory``, then serves the page."""
+    """``nttt serve`` in a subprocess: loads the models and the memory autosaved in ``--workdir`` by the last
+    server, then serves the page; a missing ``--memory`` is one clear error."""
     pytest.importorskip("gradio", reason="the 'app' extra (Gradio) is not installed")
     import os
     import socket
@@ -303,14 +372,14 @@ def test_nttt_serve_starts_with_saved_models_and_memory(make_segmenter, models, 
 
     ws = Workspace(make_segmenter(), workdir=tmp_path / "work")
     ws.add_reference(_draft_with_mask(ws, ref_path), "thing")
-    memory = ws.save_memory(tmp_path / "memory.safetensors")
+    memory = ws.save_memory(tmp_path / "app" / "autosave.safetensors")  # as the last server left it
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "no_time_to_train", "serve", "--port", str(port), *models,
-           "--memory", str(memory), "--device", "cpu", "--points-per-side", "4"]
+           "--workdir", str(memory.parent), "--device", "cpu", "--points-per-side", "4"]
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -332,6 +401,7 @@ def test_nttt_serve_starts_with_saved_models_and_memory(make_segmenter, models, 
             proc.wait()
         log.close()
 
-    bad = subprocess.run([*cmd[:-6], "--memory", str(tmp_path / "missing.safetensors")], env=env,
+    assert f"restored 1 reference(s) from {memory} (--fresh starts empty)" in (tmp_path / "serve.log").read_text()
+    bad = subprocess.run([*cmd, "--memory", str(tmp_path / "missing.safetensors")], env=env,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "nttt serve: error: memory file" in bad.stderr

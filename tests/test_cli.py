@@ -111,21 +111,31 @@ def test_changed_settings_refuse_to_mix(coco_mini, memory, models, tmp_path, cap
     args = _evaluate_args(coco_mini, memory, models, tmp_path / "e", n=1)
     assert main(args) == 0
     assert main(args + ["--nms-threshold", "0.6"]) == 2
-    assert "different settings (config)" in capsys.readouterr().err
+    assert "different settings (config.nms_threshold: 0.5 -> 0.6)" in capsys.readouterr().err
     assert main(args + ["--nms-threshold", "0.6", "--overwrite"]) == 0
 
 
+def _envs():
+    """The README's recipe for byte-identical outputs: the lone process with ``OMP_NUM_THREADS=1``, torchrun
+    as it comes (it gives each process one thread; another thread count reorders float sums on CPU)."""
+    base = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    return {**base, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}, {**base, "PYTHONPATH": SRC}
+
+
+def _torchrun_ok(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OMP_NUM_THREADS environment variable for each process to be 1" in proc.stderr  # as the README says
+
+
 def test_two_processes_equal_one(coco_mini, memory, models, tmp_path):
-    # Both runs use one thread per process: a different thread count reorders float sums (1e-7 noise).
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    env_one, env_torchrun = _envs()
     one, two = tmp_path / "one", tmp_path / "two"
     single = [sys.executable, "-m", "no_time_to_train", *_evaluate_args(coco_mini, memory, models, one, n=5)]
-    proc = subprocess.run(single, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(single, env=env_one, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "no_time_to_train", *_evaluate_args(coco_mini, memory, models, two, n=5)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _torchrun_ok(subprocess.run(cmd, env=env_torchrun, capture_output=True, text=True, timeout=600))
     parts = sorted((two / "parts").glob("part-*.jsonl"))
     keys = [json.loads(x)["key"] for p in parts for x in p.read_text().splitlines()]
     assert len(parts) == 2 and len(keys) == 5 and len(set(keys)) == 5  # sharded, each image once
@@ -135,17 +145,17 @@ def test_two_processes_equal_one(coco_mini, memory, models, tmp_path):
 
 
 def test_fill_memory_on_two_processes_equals_one(coco_mini, memory, models, tmp_path):
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    env_one, env_torchrun = _envs()
     ann = coco_mini / "annotations" / "instances_train2017.json"
     args = ["fill-memory", str(memory.parent / "refs.json"), "--annotations", str(ann), "--images",
             str(coco_mini / "train2017"), *models, *FAST]
     one = subprocess.run([sys.executable, "-m", "no_time_to_train", *args, "-o", str(tmp_path / "one.safetensors")],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env=env_one, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "no_time_to_train", *args, "-o", str(tmp_path / "two.safetensors")],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    _torchrun_ok(subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                 "--nproc_per_node=2", "-m", "no_time_to_train", *args, "-o",
+                                 str(tmp_path / "two.safetensors")],
+                                env=env_torchrun, capture_output=True, text=True, timeout=600))
     from no_time_to_train import ReferenceMemory
 
     a, b = (ReferenceMemory.load(tmp_path / f) for f in ("one.safetensors", "two.safetensors"))
@@ -329,3 +339,179 @@ def test_offline_predict_names_both_models_before_loading(coco_mini, tmp_path, o
     assert main(["predict", image, "--memory", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n  - ") == 2 and "facebook/sam2-hiera-large" in err and "facebook/dinov2-large" in err
+
+
+# -- long runs a user can trust ------------------------------------------------------------------------------
+def _val_with_unreadable(coco_mini, tmp_path):
+    """val2017 as links, with the 1st image of the JSON broken (not a JPEG) and the 3rd missing."""
+    ann = coco_mini / "annotations" / "instances_val2017.json"
+    names = [im["file_name"] for im in json.loads(ann.read_text())["images"]]
+    d = tmp_path / "val"
+    d.mkdir()
+    for p in (coco_mini / "val2017").iterdir():
+        (d / p.name).symlink_to(p)
+    (d / names[0]).unlink()
+    (d / names[0]).write_bytes(b"not a jpeg")
+    (d / names[2]).unlink()
+    return d, names
+
+
+def test_unreadable_images_stop_or_are_skipped_and_listed(coco_mini, memory, models, tmp_path, capsys):
+    images, names = _val_with_unreadable(coco_mini, tmp_path)
+    out = tmp_path / "e"
+    args = _evaluate_args(coco_mini, memory, models, out)
+    args[args.index("--images") + 1] = str(images)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert names[0] in err and "--on-error skip" in err
+    # the failed run made nothing, so it does not lock the output: a changed command is not refused
+    assert not (out / "parts").exists()
+    assert main(args + ["--nms-threshold", "0.6", "--on-error", "skip"]) == 0
+    captured = capsys.readouterr()
+    assert f"2 unreadable image(s) skipped (their ground truth counts as missed), listed in {out / 'skipped.json'}" \
+        in captured.out
+    metrics = json.loads((out / "metrics.json").read_text())
+    ann = json.loads((coco_mini / "annotations" / "instances_val2017.json").read_text())
+    ids = [im["id"] for im in ann["images"]]
+    skipped = metrics["skipped_images"]
+    assert [(s["image_id"], s["file_name"]) for s in skipped] == [(ids[0], names[0]), (ids[2], names[2])]
+    assert "could not be decoded" in skipped[0]["error"] and "not found" in skipped[1]["error"]
+    assert json.loads((out / "skipped.json").read_text()) == skipped
+    assert metrics["num_images"] == 4  # skipped images stay in the evaluation
+    assert {r["image_id"] for r in json.loads((out / "results.json").read_text())} <= {ids[1], ids[3]}
+
+
+def test_predict_skips_an_unreadable_image_and_lists_it(coco_mini, memory, models, tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    good = sorted((coco_mini / "val2017").glob("*.jpg"))[0]
+    (imgs / "a.jpg").symlink_to(good)
+    (imgs / "b.jpg").write_bytes(b"\x00" * 10)
+    out = tmp_path / "pred"
+    assert main(["predict", str(imgs), "--memory", str(memory), "-o", str(out), "--on-error", "skip",
+                 *models, *FAST]) == 0
+    skipped = json.loads((out / "skipped.json").read_text())
+    assert [s["file_name"] for s in skipped] == [str(imgs / "b.jpg")] and "b.jpg" in skipped[0]["error"]
+    assert [im["file_name"] for im in json.loads((out / "images.json").read_text())] == [str(imgs / "a.jpg")]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png"]
+
+
+def test_failed_fill_memory_leaves_no_parts_folder(coco_mini, memory, models, tmp_path, capsys):
+    refs = json.loads((memory.parent / "refs.json").read_text())
+    ann = coco_mini / "annotations" / "instances_train2017.json"
+    first = next(i["file_name"] for i in json.loads(ann.read_text())["images"]
+                 if i["id"] == refs["references"][0]["image_id"])
+    images = tmp_path / "train"
+    images.mkdir()
+    for p in (coco_mini / "train2017").iterdir():
+        (images / p.name).symlink_to(p)
+    (images / first).unlink()
+    (images / first).write_bytes(b"broken")
+    out = tmp_path / "mem.safetensors"
+    assert main(["fill-memory", str(memory.parent / "refs.json"), "--annotations", str(ann), "--images",
+                 str(images), "-o", str(out), *models, *FAST]) == 2
+    assert first in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "mem.safetensors.parts").exists()
+
+
+def test_fill_memory_into_a_folder_is_refused_before_the_run(coco_mini, memory, models, tmp_path, capsys):
+    ann = coco_mini / "annotations" / "instances_train2017.json"
+    assert main(["fill-memory", str(memory.parent / "refs.json"), "--annotations", str(ann), "--images",
+                 str(coco_mini / "train2017"), "-o", str(tmp_path), *models, *FAST]) == 2
+    assert f"the memory output {tmp_path} is a folder" in capsys.readouterr().err
+
+
+def test_overwrite_removes_the_previous_outputs_before_running(coco_mini, memory, models, tmp_path, monkeypatch):
+    from no_time_to_train.predictor import ReferenceSegmenter
+
+    out = tmp_path / "e"
+    args = _evaluate_args(coco_mini, memory, models, out, n=1)
+    assert main(args) == 0
+    assert (out / "results.json").exists() and (out / "metrics.json").exists()
+
+    def crash(self, image):
+        raise RuntimeError("crash")
+
+    monkeypatch.setattr(ReferenceSegmenter, "predict", crash)
+    with pytest.raises(RuntimeError, match="crash"):
+        main(args + ["--nms-threshold", "0.6", "--overwrite"])
+    assert not (out / "results.json").exists() and not (out / "metrics.json").exists()
+
+
+def test_a_second_run_on_one_output_gets_a_clear_message(coco_mini, memory, models, tmp_path, capsys):
+    from no_time_to_train.runlock import RunLock
+
+    out = tmp_path / "e"
+    with RunLock(out / "parts"):  # another run holds the output (flock: another descriptor is another holder)
+        assert main(_evaluate_args(coco_mini, memory, models, out, n=1)) == 2
+    err = capsys.readouterr().err
+    assert f"output folder {out} is in use by process {os.getpid()} " in err
+    assert "wait for it to finish or use another output (-o)" in err
+
+
+def test_disk_full_gives_one_clear_message(coco_mini, memory, models, tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "e"
+    assert main(_evaluate_args(coco_mini, memory, models, out, n=1)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"nttt evaluate: error: no space left on the device holding {out / 'parts' / 'part-00000.jsonl'}: "
+                   "free some space or use an output on another disk, then rerun the same command "
+                   "(finished items are kept)"]
+
+
+def test_an_output_that_is_a_file_gives_one_clear_message(coco_mini, memory, models, tmp_path, capsys):
+    out = tmp_path / "out.txt"
+    out.write_text("x")
+    assert main(_evaluate_args(coco_mini, memory, models, out, n=1)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"nttt evaluate: error: {out / 'parts'}: part of this path is a file where a folder is expected: "
+                   "give a folder path"]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_gives_one_clear_message(coco_mini, memory, models, tmp_path, capsys):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert main(_evaluate_args(coco_mini, memory, models, out, n=1)) == 2
+    finally:
+        out.chmod(0o755)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"permission denied on {out / 'parts'}" in err[0]
+
+
+def test_read_only_file_system_gives_one_clear_message(coco_mini, memory, models, tmp_path, monkeypatch, capsys):
+    import errno
+
+    real_open = os.open
+
+    def read_only(path, flags, *a, **k):  # the lock file is the first file a run creates
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", read_only)
+    out = tmp_path / "e"
+    assert main(_evaluate_args(coco_mini, memory, models, out, n=1)) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"nttt evaluate: error: cannot write {out / 'parts' / '.lock'}: the file system is read-only; "
+        "choose a writable output (-o)"]
+
+
+def test_serve_on_a_busy_port_gives_one_clear_message(capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2  # refused before any model loads
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"nttt serve: error: cannot listen on 127.0.0.1:{port}" in err[0]
+    assert "pick another --port" in err[0]

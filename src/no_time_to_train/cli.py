@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import MethodConfig, field_help
-from .errors import InputError, NtttError
+from .errors import InputError, NtttError, environment_message
 
 log = logging.getLogger("no_time_to_train")
 
@@ -52,6 +52,12 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
     p.add_argument("--overwrite", action="store_true", help="discard earlier (partial) results in the output")
+
+
+def _add_on_error_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                   help="an unreadable image: stop the run, naming it (default), or skip it and go on "
+                        "(skipped images are listed in skipped.json; a rerun retries them)")
 
 
 def _add_model_method_run_args(p: argparse.ArgumentParser) -> None:
@@ -211,13 +217,8 @@ def cmd_predict(args) -> int:
     paths = list_images(args.inputs)
     names = _image_names(paths)
     out = Path(args.output)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    if args.visualize:
-        (out / "overlays").mkdir(parents=True, exist_ok=True)
     seg = _segmenter(args, dist, memory=args.memory)
     store = ResultStore(out / "parts", dist.rank)
-    store.check_signature(_signature(args, {"memory": _file_digest(Path(args.memory))}), args.overwrite, dist.is_main)
-    dist.barrier()
     index = {str(p): i for i, p in enumerate(paths)}
 
     def record(key, path, image, dets):
@@ -230,16 +231,28 @@ def cmd_predict(args) -> int:
             r["category_name"] = name
         return {"file_name": key, "height": image.shape[0], "width": image.shape[1], "results": results}
 
-    run_images(seg, [(str(p), p) for p in paths], store, dist, record, quiet=args.quiet)
-    dist.barrier()
-    if dist.is_main:
-        recs = store.records()
-        results = [r for p in paths for r in recs[str(p)]["results"]]
-        images = [{"id": i, "file_name": str(p), "height": recs[str(p)]["height"], "width": recs[str(p)]["width"]}
-                  for i, p in enumerate(paths)]
-        write_json_atomic(out / "results.json", results)
-        write_json_atomic(out / "images.json", images, indent=1)
-        log.info("%d detections on %d images written to %s", len(results), len(paths), out / "results.json")
+    merged = [out / n for n in ("results.json", "images.json", "skipped.json", "masks", "overlays")]
+    with store.claim(_signature(args, {"memory": _file_digest(Path(args.memory))}), dist, args.overwrite,
+                     outputs=merged, what=f"output folder {out}"):
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+        if args.visualize:
+            (out / "overlays").mkdir(parents=True, exist_ok=True)
+        run_images(seg, [(str(p), p) for p in paths], store, dist, record, quiet=args.quiet, on_error=args.on_error)
+        dist.barrier()
+        if dist.is_main:
+            recs = store.records()
+            done = [(i, p, recs[str(p)]) for i, p in enumerate(paths) if "skipped" not in recs[str(p)]]
+            skipped = [{"file_name": str(p), "error": recs[str(p)]["skipped"]} for p in paths
+                       if "skipped" in recs[str(p)]]
+            results = [r for _, _, rec in done for r in rec["results"]]
+            images = [{"id": i, "file_name": str(p), "height": rec["height"], "width": rec["width"]}
+                      for i, p, rec in done]
+            write_json_atomic(out / "results.json", results)
+            write_json_atomic(out / "images.json", images, indent=1)
+            log.info("%d detections on %d images written to %s", len(results), len(done), out / "results.json")
+            if skipped:
+                write_json_atomic(out / "skipped.json", skipped, indent=1)
+                log.warning("%d unreadable image(s) skipped, listed in %s", len(skipped), out / "skipped.json")
     dist.close()
     return 0
 
@@ -266,9 +279,12 @@ def cmd_evaluate(args) -> int:
     settings = {"memory": str(args.memory), "annotations": str(args.annotations), "split": args.categories or args.split}
     metrics = evaluate_dataset(seg, dataset, [c["id"] for c in cats], args.output, dist, signature=signature,
                                max_images=args.max_images, overwrite=args.overwrite, quiet=args.quiet,
-                               settings=settings)
+                               settings=settings, on_error=args.on_error)
     if metrics is not None:
         print(format_metrics_table(metrics))
+        if metrics["skipped_images"]:
+            print(f"{len(metrics['skipped_images'])} unreadable image(s) skipped (their ground truth counts as "
+                  f"missed), listed in {Path(args.output) / 'skipped.json'}")
     dist.close()
     return 0
 
@@ -346,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", required=True, type=Path)
     p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
     p.add_argument("--visualize", action="store_true", help="also write overlays (overlays/*.jpg)")
+    _add_on_error_arg(p)
     _add_model_method_run_args(p)
     p.set_defaults(func=cmd_predict)
 
@@ -358,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", help="comma-separated category names or ids (overrides --split)")
     p.add_argument("--max-images", type=positive_int, help="evaluate only the first N images (quick checks)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
+    _add_on_error_arg(p)
     _add_model_method_run_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -400,8 +418,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_up_front(args)
         return args.func(args)
-    except (NtttError, FileExistsError) as exc:
+    except NtttError as exc:
         print(f"nttt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        message = environment_message(exc, getattr(args, "output", None))
+        if message is None:
+            raise
+        print(f"nttt {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nttt {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -24,6 +24,8 @@ from .runner import decode_vector, run_images, run_references
 
 log = logging.getLogger(__name__)
 
+MERGED_EVALUATE = ("results.json", "metrics.json", "skipped.json")  # what an --overwrite run deletes first
+
 
 def has_masks(dataset: CocoDataset, annotation_ids: Sequence[int]) -> bool:
     """Whether every given annotation carries a segmentation (box-only datasets have none)."""
@@ -74,24 +76,27 @@ def fill_memory(
                 "crop_box": (int(x), int(y), int(x + w), int(y + h))}  # the paper truncates the JSON box
 
     output = Path(output)
+    if output.is_dir():
+        raise InputError(f"the memory output {output} is a folder; give a file path such as "
+                         f"{output / 'memory.safetensors'}")
     store = ResultStore(output.with_name(output.name + ".parts"), dist.rank)
-    store.check_signature({**signature, "reference_masks": reference_masks}, overwrite, dist.is_main)
-    dist.barrier()
-    run_references(seg, list(unique), make_item, store, dist, quiet=quiet)
-    dist.barrier()
-    if not dist.is_main:
-        return None
-    done = store.records()
-    memory = ReferenceMemory(config=seg.config.to_dict(), encoder=seg.encoder.describe())
-    for c in cats:
-        memory.add_category(names[c], c)
-    for r in refs:
-        rec = done[f"{r['image_id']}:{r['annotation_id']}"]
-        memory.add(decode_vector(rec["vector"]), rec["weight"], names[r["category_id"]], r["category_id"],
-                   image=r.get("file_name"), image_id=r["image_id"], annotation_id=r["annotation_id"],
-                   prompt="box" if from_boxes else None)
-    memory.save(output)
-    shutil.rmtree(store.dir, ignore_errors=True)
+    with store.claim({**signature, "reference_masks": reference_masks}, dist, overwrite, outputs=[output],
+                     what=f"memory file {output}"):
+        run_references(seg, list(unique), make_item, store, dist, quiet=quiet)
+        dist.barrier()
+        if not dist.is_main:
+            return None
+        done = store.records()
+        memory = ReferenceMemory(config=seg.config.to_dict(), encoder=seg.encoder.describe())
+        for c in cats:
+            memory.add_category(names[c], c)
+        for r in refs:
+            rec = done[f"{r['image_id']}:{r['annotation_id']}"]
+            memory.add(decode_vector(rec["vector"]), rec["weight"], names[r["category_id"]], r["category_id"],
+                       image=r.get("file_name"), image_id=r["image_id"], annotation_id=r["annotation_id"],
+                       prompt="box" if from_boxes else None)
+        memory.save(output)
+        shutil.rmtree(store.dir, ignore_errors=True)
     log.info("memory with %d references of %d categories written to %s", len(memory), len(cats), output)
     return memory
 
@@ -129,32 +134,46 @@ def evaluate_dataset(
     overwrite: bool = False,
     quiet: bool = False,
     settings: dict | None = None,
+    on_error: str = "stop",
 ) -> dict[str, Any] | None:
     """Predict every image of ``dataset`` with ``seg``'s memory, write ``results.json`` and ``metrics.json``.
 
     Segm metrics are computed only when the ground truth has masks; ground truth whose masks were made by
     SAM2 (``info.pseudo_masks``) is labelled as such in the metrics. The memory's categories are checked
-    against the dataset's first (:func:`check_memory_categories`). Returns the metrics on rank 0.
+    against the dataset's first (:func:`check_memory_categories`). ``on_error="skip"`` goes on past
+    unreadable images: they are listed in ``skipped.json`` and in ``metrics["skipped_images"]``, and stay in
+    the evaluation (their ground truth counts as missed). Returns the metrics on rank 0.
     """
     check_memory_categories(seg.memory, dataset, category_ids)
     out = Path(out)
     store = ResultStore(out / "parts", dist.rank)
-    store.check_signature(signature, overwrite, dist.is_main)
-    dist.barrier()
     ids = dataset.image_ids[:max_images] if max_images else dataset.image_ids
 
     def record(key, path, image, dets):
         return {"results": dets.to_coco(image_id=key)}
 
-    run_images(seg, [(i, dataset.image_path(i)) for i in ids], store, dist, record, quiet=quiet, desc="evaluate")
-    dist.barrier()
-    if not dist.is_main:
-        return None
-    recs = store.records()
-    results = [r for i in ids for r in recs[i]["results"]]
+    with store.claim(signature, dist, overwrite, outputs=[out / n for n in MERGED_EVALUATE],
+                     what=f"output folder {out}"):
+        # a missing file is an unreadable image like any other (stop or skip), found when its turn comes
+        paths = [(i, dataset.images_dir / dataset.image_info(i)["file_name"]) for i in ids]
+        run_images(seg, paths, store, dist, record, quiet=quiet, desc="evaluate", on_error=on_error)
+        dist.barrier()
+        if not dist.is_main:
+            return None
+        return _merge_and_score(seg, dataset, ids, category_ids, store.records(), out, settings)
+
+
+def _merge_and_score(seg, dataset: CocoDataset, ids: Sequence[int], category_ids: Sequence[int],
+                     recs: dict, out: Path, settings: dict | None) -> dict[str, Any]:
+    """Rank 0's end of :func:`evaluate_dataset`: merge the records in image order, write and return the metrics."""
+    skipped = [{"image_id": i, "file_name": dataset.image_info(i).get("file_name"), "error": recs[i]["skipped"]}
+               for i in ids if "skipped" in recs[i]]
+    results = [r for i in ids if "skipped" not in recs[i] for r in recs[i]["results"]]
     write_json_atomic(out / "results.json", results)
+    if skipped:
+        write_json_atomic(out / "skipped.json", skipped, indent=1)
     gt = dataset.dataset
-    if max_images:
+    if len(ids) < len(dataset.image_ids):
         keep = set(ids)
         gt = {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
               "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
@@ -164,6 +183,8 @@ def evaluate_dataset(
     metrics = evaluate_coco(gt, results, category_ids, iou_types=("bbox", "segm") if with_masks else ("bbox",))
     if with_masks and (gt.get("info") or {}).get("pseudo_masks"):
         metrics["segm_ground_truth"] = "pseudo masks (SAM2 prompted with the ground-truth boxes)"
+    # skipped images stay in the evaluation: their ground truth counts as missed
+    metrics["skipped_images"] = skipped
     metrics["settings"] = {**(settings or {}), "config": seg.config.to_dict()}
     write_metrics(out / "metrics.json", metrics)
     return metrics

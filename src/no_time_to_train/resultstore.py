@@ -3,7 +3,9 @@
 Each finished item is one line ``{"key": ..., ...payload}``, written with a single ``write`` of the whole
 line, flushed and fsync'ed, so a kill -9 loses only the items in flight. A half-written last line (no
 trailing newline, or not valid JSON) is ignored on reading and cut off before appending. Reruns read every
-rank's file, so a run can resume with a different number of processes.
+rank's file, so a run can resume with a different number of processes. An item can also be recorded as
+skipped (``{"key": ..., "skipped": reason}``); a rerun retries it. A run holds its folder with a lock
+(:mod:`runlock`) for as long as it runs.
 """
 
 from __future__ import annotations
@@ -11,8 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+from .errors import OutputError
+from .runlock import RunLock
 
 
 class ResultStore:
@@ -25,28 +32,62 @@ class ResultStore:
         self.path = self.dir / f"part-{rank:05d}.jsonl"
         self._fh = None
 
-    # -- run identity -----------------------------------------------------------------------------------
-    def check_signature(self, signature: dict, overwrite: bool = False, is_main: bool = True) -> None:
+    # -- run ownership ----------------------------------------------------------------------------------
+    @contextmanager
+    def claim(self, signature: dict, dist, overwrite: bool = False,
+              outputs: Sequence[str | os.PathLike] = (), what: str | None = None) -> Iterator["ResultStore"]:
+        """Own the output for one run: lock it, check the settings, and clean up after a run that made nothing.
+
+        Rank 0 takes the folder's :class:`RunLock` (a second run on the same output is refused with the
+        holder's pid) and keeps it until the ``with`` block ends, and checks the settings
+        (:meth:`check_signature`, which with ``overwrite`` first deletes ``outputs``, the previous run's
+        merged files or folders); the other ranks of the run wait for it (if it fails, torchrun stops them).
+        A run that fails before finishing any item leaves nothing behind: its folder (``run.json``, lock)
+        is removed, so a corrected command is not refused. ``what`` names the output in the message a
+        second run gets (default: this folder).
+        """
+        lock = RunLock(self.dir, what) if dist.is_main else None
+        try:
+            if dist.is_main:
+                self.check_signature(signature, overwrite, outputs=outputs)
+            dist.barrier()
+            yield self
+        except BaseException:
+            if dist.is_main and not self.done():
+                self.close()
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+        finally:
+            self.close()
+            if lock is not None:
+                lock.release()
+
+    def check_signature(self, signature: dict, overwrite: bool = False,
+                        outputs: Sequence[str | os.PathLike] = ()) -> None:
         """Make sure earlier partial results were produced by the same run settings.
 
-        The first run writes ``run.json``; a rerun with different settings is refused (unless ``overwrite``,
-        which clears the old results) rather than silently mixing results.
+        The first run writes ``run.json``; a rerun with different settings is refused, naming the settings
+        that changed, rather than silently mixing results, unless ``overwrite`` (which deletes the old
+        results and ``outputs`` first) or no item was finished yet (then the new settings simply replace
+        the old ones). Writes: called by rank 0 only (see :meth:`claim`).
         """
         sig_path = self.dir / "run.json"
         if sig_path.exists() and not overwrite:
             old = json.loads(sig_path.read_text())
-            if old != signature:
-                changed = sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k))
-                raise FileExistsError(
-                    f"{self.dir} holds results of a run with different settings ({', '.join(changed)}); "
-                    "use another output directory or pass --overwrite to start again"
+            if old == signature:
+                return
+            if self.done():
+                changes = "; ".join(_changes(old, signature))
+                raise OutputError(
+                    f"{self.dir} holds results of a run with different settings ({changes}); rerun with the "
+                    "earlier settings to resume, use another output (-o), or pass --overwrite to discard them"
                 )
-            return
-        if is_main:
-            if overwrite:
-                for p in self.dir.glob("part-*.jsonl"):
-                    p.unlink()
-            write_json_atomic(sig_path, signature, indent=1, sort_keys=True)
+        for p in [*self.dir.glob("part-*.jsonl"), *(map(Path, outputs) if overwrite else ())]:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        write_json_atomic(sig_path, signature, indent=1, sort_keys=True)
 
     # -- reading ----------------------------------------------------------------------------------------
     @staticmethod
@@ -63,15 +104,21 @@ class ResultStore:
                 continue  # a torn line from a crash is ignored (its item is redone)
 
     def records(self) -> dict[Any, dict]:
-        """Every finished item of every rank, by key (a later duplicate wins)."""
+        """Every finished item of every rank, by key: its result, or ``{"key", "skipped": reason}`` for an
+        item that was skipped (see :meth:`skip`). A later duplicate wins, except that a result always beats
+        a skip (a rerun on another number of ranks may write the retried item into another rank's file).
+        """
         out: dict[Any, dict] = {}
         for path in sorted(self.dir.glob("part-*.jsonl")):
             for rec in self._read_lines(path):
+                if "skipped" in rec and rec["key"] in out and "skipped" not in out[rec["key"]]:
+                    continue
                 out[rec["key"]] = rec
         return out
 
     def done(self) -> set:
-        return set(self.records())
+        """Keys of the items with a result (skipped items are not done: a rerun retries them)."""
+        return {k for k, rec in self.records().items() if "skipped" not in rec}
 
     # -- writing ----------------------------------------------------------------------------------------
     def _open(self):
@@ -90,10 +137,15 @@ class ResultStore:
     def append(self, key: Any, **payload: Any) -> None:
         """Record one finished item durably."""
         line = (json.dumps({"key": key, **payload}, separators=(",", ":")) + "\n").encode()
-        fh = self._open()
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+        with _naming(self.path):
+            fh = self._open()
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def skip(self, key: Any, reason: str) -> None:
+        """Record that an item was skipped (e.g. an unreadable image), so that rank 0 can list it."""
+        self.append(key, skipped=reason)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -109,7 +161,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with _naming(tmp), open(tmp, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
@@ -122,3 +174,26 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any, **kwargs: Any) -> Path:
     """Write ``obj`` as JSON (``kwargs`` go to ``json.dumps``) with :func:`write_atomic`."""
     return write_atomic(path, json.dumps(obj, **kwargs))
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Give an OSError that names no file (a write on a descriptor, e.g. disk full) the name of ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs, nested keys joined by dots."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k, "unset"), new.get(k, "unset")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out

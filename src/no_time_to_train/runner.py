@@ -2,7 +2,9 @@
 
 Used by the ``predict``, ``evaluate`` and ``fill-memory`` commands. Each item's result is appended to the
 rank's :class:`ResultStore` as soon as it exists; a rerun skips what is done; rank 0 merges once, in input
-order, so a resumed run and a one-shot run (and runs on any number of ranks) give identical files.
+order, so a resumed run and a one-shot run give identical files. Runs on any number of ranks do too when
+every process uses the same number of CPU threads (each item is computed alone, but on CPU the thread count
+sets the order of float sums; torchrun gives each process one thread).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import torch
 from tqdm import tqdm
 
 from .distributed import DistContext
+from .errors import InputError
 from .imageio import load_image
 from .resultstore import ResultStore
 
 log = logging.getLogger(__name__)
+
+ON_ERROR = ("stop", "skip")  # what run_images does with an unreadable image
 
 
 def pending(items: Sequence[tuple[Any, Any]], store: ResultStore, dist: DistContext) -> list[tuple[Any, Any]]:
@@ -99,27 +104,46 @@ def run_images(
     record: Callable[[Any, Any, np.ndarray, Any], dict],
     quiet: bool = False,
     desc: str = "predict",
+    on_error: str = "stop",
 ) -> int:
     """Predict every pending ``(key, image_path)`` of this rank and append ``record(key, path, image, dets)``.
 
     Images are decoded one or two ahead in a thread, and ``record`` plus the append run behind in another
-    (:class:`WriteBehind`), so the models are not kept waiting by either. Returns the number of images
-    processed by this rank.
+    (:class:`WriteBehind`), so the models are not kept waiting by either. An image that cannot be read
+    stops the run with an :class:`InputError` naming it (``on_error="stop"``), or is recorded as skipped
+    (:meth:`ResultStore.skip`, with the reason) and the run goes on (``on_error="skip"``). Returns the number
+    of images processed (or skipped) by this rank.
     """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
     mine = pending(items, store, dist)
     bar = progress(len(mine), desc, dist, quiet)
 
     def load(item):
-        return item, load_image(item[1])
+        try:
+            return item, load_image(item[1]), None
+        except InputError as exc:
+            return item, None, exc
 
     def write(key, path, image, dets):
         store.append(key, **record(key, path, image, dets))
         bar.update(1)
 
+    def skip(key, reason):
+        store.skip(key, reason)
+        bar.update(1)
+
     try:
         with WriteBehind() as writer:
-            for (key, path), image in prefetched(load, mine):
-                writer.submit(write, key, path, image, segmenter.predict(image))
+            for (key, path), image, error in prefetched(load, mine):
+                if error is None:
+                    writer.submit(write, key, path, image, segmenter.predict(image))
+                elif on_error == "skip":
+                    log.warning("skipped: %s", error)
+                    writer.submit(skip, key, str(error))
+                else:
+                    raise InputError(f"{error}; to skip unreadable images and go on, rerun with --on-error skip "
+                                     "(finished images are kept)") from error
     finally:
         bar.close()
         store.close()

@@ -13,7 +13,19 @@ from typing import Any
 from ..errors import InputError
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail at once, before the models load, when ``host:port`` cannot be listened on (e.g. another server)."""
+    import socket
+
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): pick another --port, or stop "
+                         "the program that uses it") from exc
+
+
 def cmd_serve(args) -> int:
+    check_port(args.host, args.port)
     try:
         from .server import serve
     except ImportError as exc:
@@ -35,7 +47,13 @@ def add_serve_parser(subparsers) -> Any:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: every "
                    "interface)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
-    p.add_argument("--memory", type=Path, help="memory file (.safetensors) to load at start")
+    p.add_argument("--memory", type=Path, help="memory file (.safetensors) to load at start (default: the memory "
+                   "autosaved in --workdir by the last server)")
+    p.add_argument("--workdir", type=Path, default=Path("nttt-app"),
+                   help="the server's working folder: exports, and the memory autosaved after every change "
+                   "(default ./nttt-app)")
+    p.add_argument("--fresh", action="store_true", help="start with an empty memory (the autosaved one is kept "
+                   "as autosave.previous.safetensors)")
     _add_model_args(p)
     _add_method_args(p)
     p.set_defaults(func=cmd_serve)

@@ -27,7 +27,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402  (a Gradio dependency)
 
-from ..errors import NtttError  # noqa: E402
+from ..errors import InputError, NtttError  # noqa: E402
+from ..runlock import RunLock  # noqa: E402
 from .session import BOX, CLICK_MODES, POSITIVE, TABLE_COLUMNS, Draft, Workspace, draft_view, user_message  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,18 @@ def _supported(component, **kwargs) -> dict:
 
 
 def _log_unexpected(exc: BaseException) -> None:
-    if not isinstance(exc, (gr.Error, NtttError)):
+    """Log the traceback of a failure that is not the user's mistake (a user mistake is an NtttError)."""
+    if not isinstance(exc, NtttError):
         log.error("app action failed", exc_info=exc)
 
 
 def _fail(exc: BaseException):
-    """Show an error in the page (a toast that must be closed), keeping the app alive."""
+    """Show an error in the page (a toast that must be closed), keeping the app alive.
+
+    The server log gets a traceback only for unexpected failures, once (Gradio is told not to print one).
+    """
     _log_unexpected(exc)
-    raise exc if isinstance(exc, gr.Error) else gr.Error(user_message(exc))
+    raise gr.Error(user_message(exc), **_supported(gr.Error, print_exception=False)) from exc
 
 
 def _warn(exc: BaseException) -> None:
@@ -72,13 +77,14 @@ def _warn(exc: BaseException) -> None:
     gr.Warning(user_message(exc))
 
 
-def build_app(segmenter, *, workdir=None, score_threshold: float | None = None) -> gr.Blocks:
+def build_app(segmenter, *, workdir=None, score_threshold: float | None = None, autosave: bool = False) -> gr.Blocks:
     """The app's ``gr.Blocks`` over ``segmenter`` (a ReferenceSegmenter; its memory is the app's memory).
 
     workdir: where exports are written (default: a new temporary folder). score_threshold: the slider's
-    starting value (default: the config's ``score_threshold``, else 0.3). The workspace is ``app.workspace``.
+    starting value (default: the config's ``score_threshold``, else 0.3). autosave: keep the memory in
+    ``workdir`` after every change (see :class:`Workspace`). The workspace is ``app.workspace``.
     """
-    ws = Workspace(segmenter, workdir=workdir)
+    ws = Workspace(segmenter, workdir=workdir, autosave=autosave)
     if score_threshold is None:
         score_threshold = segmenter.config.score_threshold if segmenter.config.score_threshold is not None else 0.3
 
@@ -103,7 +109,7 @@ def build_app(segmenter, *, workdir=None, score_threshold: float | None = None) 
 
     def on_click(draft: Draft, mode: str, evt: gr.SelectData):
         if draft is None or draft.image is None:
-            _fail(gr.Error("upload a reference image first"))
+            _fail(InputError("upload a reference image first"))
         x, y = evt.index[0], evt.index[1]
         try:
             ws.click(draft, x, y, mode)
@@ -140,7 +146,7 @@ def build_app(segmenter, *, workdir=None, score_threshold: float | None = None) 
 
     def on_remove_category(name):
         if not name:
-            _fail(gr.Error("choose a category to remove"))
+            _fail(InputError("choose a category to remove"))
         try:
             n = ws.remove_category(name)
         except Exception as exc:
@@ -154,7 +160,7 @@ def build_app(segmenter, *, workdir=None, score_threshold: float | None = None) 
 
     def on_remove_reference(position):
         if position is None:
-            _fail(gr.Error("click a thumbnail in the gallery first, then remove it"))
+            _fail(InputError("click a thumbnail in the gallery first, then remove it"))
         try:
             category = ws.remove_reference(ws.gallery_index(int(position)))
         except Exception as exc:
@@ -341,7 +347,11 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, bl
 
 
 def serve(args) -> int:
-    """``nttt serve``: load the models (and ``--memory``), then run the app until interrupted."""
+    """``nttt serve``: load the models and the memory, then run the app until interrupted.
+
+    The memory is ``--memory`` if given, else the one autosaved in ``--workdir`` by the last server (unless
+    ``--fresh``). One server per working folder (a lock names the one already running).
+    """
     import torch
 
     from ..cli import _method_config
@@ -349,17 +359,28 @@ def serve(args) -> int:
     from ..predictor import ReferenceSegmenter
 
     config = _method_config(args)
-    check_models(sam2=args.sam2, encoder=args.encoder)  # both missing models named at once, before loading
     device = args.device
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
-                             config=config, memory=args.memory)
-    log.info("loading the models (SAM2 %s, encoder %s) on %s", args.sam2 or "default", args.encoder or "default",
-             device)
-    seg.encoder  # a bad checkpoint, or a memory from another encoder, fails now rather than in the page
-    seg.sam2
-    demo = build_app(seg)
-    log.info("the app is at http://%s:%s (Ctrl+C stops it)", args.host, args.port)
-    launch(demo, host=args.host, port=args.port, block=True)
+    with RunLock(args.workdir, f"app folder {args.workdir} (--workdir)"):
+        check_models(sam2=args.sam2, encoder=args.encoder)  # both missing models named at once, before loading
+        seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
+                                 config=config, memory=args.memory)
+        log.info("loading the models (SAM2 %s, encoder %s) on %s", args.sam2 or "default",
+                 args.encoder or "default", device)
+        seg.encoder  # a bad checkpoint, or a memory from another encoder, fails now rather than in the page
+        seg.sam2
+        demo = build_app(seg, workdir=args.workdir, autosave=True)
+        ws = demo.workspace
+        if args.fresh:
+            if ws.set_aside_autosave():
+                log.info("starting with an empty memory; the last one was kept as %s", ws.previous_path)
+        elif args.memory is not None:
+            if ws.autosave_path.exists():
+                log.warning("starting with %s; the autosaved memory %s will be replaced at the first change",
+                            args.memory, ws.autosave_path)
+        elif ws.restore():
+            log.info("restored %d reference(s) from %s (--fresh starts empty)", len(ws.memory), ws.autosave_path)
+        log.info("the app is at http://%s:%s (Ctrl+C stops it)", args.host, args.port)
+        launch(demo, host=args.host, port=args.port, block=True)
     return 0

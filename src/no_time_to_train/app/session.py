@@ -10,6 +10,7 @@ writes the exports. Every action that fails for a reason the user can fix raises
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -27,6 +28,8 @@ from ..imageio import load_image, load_mask
 from ..types import Detections
 from ..visualize import category_color, instance_map, overlay
 
+log = logging.getLogger(__name__)
+
 POSITIVE = "Positive point"
 NEGATIVE = "Negative point"
 BOX = "Box (two corners)"
@@ -40,6 +43,9 @@ _NEG_COLOR = (235, 45, 45)
 _BOX_COLOR = (255, 215, 0)
 
 Progress = Callable[[float, str], None]
+
+AUTOSAVE = "autosave.safetensors"  # the working memory, in the server's working folder
+AUTOSAVE_PREVIOUS = "autosave.previous.safetensors"  # the one set aside by a fresh start
 
 
 @dataclass
@@ -187,13 +193,18 @@ class Workspace:
     """The app's state: the segmenter with its memory, reference thumbnails, the last segmentation run.
 
     segmenter: a :class:`~no_time_to_train.ReferenceSegmenter`. workdir: where exports are written
-    (default: a fresh temporary folder). Methods are safe to call from several threads (one lock).
+    (default: a fresh temporary folder). autosave: after every change of the memory, write it to
+    ``workdir/autosave.safetensors`` (removed when the memory becomes empty), so that a restarted server
+    can :meth:`restore` it. Methods are safe to call from several threads (one lock).
     """
 
-    def __init__(self, segmenter, workdir: str | os.PathLike | None = None, thumb_size: int = 128):
+    def __init__(self, segmenter, workdir: str | os.PathLike | None = None, thumb_size: int = 128,
+                 autosave: bool = False):
         self.seg = segmenter
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="nttt-app-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.autosave_path = self.workdir / AUTOSAVE if autosave else None
+        self.previous_path = self.workdir / AUTOSAVE_PREVIOUS
         self.thumb_size = thumb_size
         self.lock = threading.RLock()
         self.version = 0  # bumped whenever the memory changes
@@ -371,7 +382,7 @@ class Workspace:
             row = self.seg.add_reference(draft.image, draft.mask, category=category, crop_box=draft.box,
                                          negative=bool(negative), source=source)
             self._thumbs.append(thumbnail(draft.image, draft.mask, self._color(category), self.thumb_size))
-            self.version += 1
+            self._changed()
         draft.clear_prompts()
         return row
 
@@ -384,7 +395,7 @@ class Workspace:
             keep = [i for i, r in enumerate(self.memory.references) if r["category"] != name]
             removed = self.seg.remove_category(name)
             self._thumbs = [self._thumbs[i] for i in keep]
-            self.version += 1
+            self._changed()
             return removed
 
     def remove_reference(self, row: int) -> str:
@@ -396,7 +407,7 @@ class Workspace:
             keep = [i for i in range(len(self.memory)) if i != row]
             category = self.memory.remove_reference(row)
             self._thumbs = [self._thumbs[i] for i in keep]
-            self.version += 1
+            self._changed()
             return category
 
     # -- memory files ----------------------------------------------------------------------------------
@@ -412,8 +423,35 @@ class Workspace:
             self.seg.load_memory(path)
             self._thumbs = []
             self._sync_thumbs()
-            self.version += 1
+            self._changed()
             return len(self.memory)
+
+    def _changed(self) -> None:
+        """After a change of the memory: mark the shown results stale, autosave (a failed save is logged: the
+        change itself is kept)."""
+        self.version += 1
+        if self.autosave_path is None:
+            return
+        try:
+            if len(self.memory):
+                self.seg.save_memory(self.autosave_path)
+            else:
+                self.autosave_path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not autosave the memory to %s: %s", self.autosave_path, exc)
+
+    def restore(self) -> int:
+        """Load the autosaved memory, if there is one; returns its reference count (0: nothing restored)."""
+        if self.autosave_path is None or not self.autosave_path.exists():
+            return 0
+        return self.load_memory(self.autosave_path)
+
+    def set_aside_autosave(self) -> bool:
+        """Start fresh: move the autosaved memory (if any) to ``previous_path``; returns whether there was one."""
+        if self.autosave_path is None or not self.autosave_path.exists():
+            return False
+        os.replace(self.autosave_path, self.previous_path)
+        return True
 
     # -- segmentation ----------------------------------------------------------------------------------
     @property
