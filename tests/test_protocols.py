@@ -86,7 +86,7 @@ def test_voc_protocol_end_to_end_and_resume(voc, models, tmp_path, capsys):
     assert (tmp_path / "voc" / "table.md").read_text().startswith("PASCAL VOC novel classes")
 
 
-def test_cdfsod_protocol(voc, models, tmp_path, capsys):
+def test_cdfsod_protocol_evaluates_every_test_category(voc, models, tmp_path, capsys, caplog):
     root = tmp_path / "cdfsod" / "ArTaxOr"
     (root / "annotations").mkdir(parents=True)
     (root / "train").symlink_to(voc / "images")
@@ -104,7 +104,70 @@ def test_cdfsod_protocol(voc, models, tmp_path, capsys):
                  *models, *FAST]) == 0
     assert "| CD-FSOD nAP | ArTaxOr | mean |" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "out" / "ArTaxOr" / "1shot" / "eval" / "metrics.json").read_text())
-    assert [c["id"] for c in metrics["categories"]] == [2, 5]
+    # all 20 categories of test.json count, as the authors evaluate, not only bird and bus
+    assert [c["id"] for c in metrics["categories"]] == list(range(20))
+    assert "have no reference" in caplog.text and "[0, 1, 3, 4, 6," in caplog.text
+
+
+CDFSOD_SHOT = [  # (ann id, image id, category id, bbox): the hand-made 5-shot file of test_convert
+    (21, 12, 2, (40, 30, 120, 100)), (11, 10, 1, (60, 50, 150, 120)), (12, 11, 1, (30, 40, 100, 90)),
+    (22, 12, 2, (200, 150, 80, 90)), (13, 11, 1, (150, 120, 60, 70)), (23, 10, 2, (250, 60, 110, 140))]
+#: cdfsod_references' K = 5 slots per class for it (seed 42; derivation in test_convert)
+CDFSOD_SLOTS = {2: [21, 21, 23, 21, 21], 1: [11, 12, 12, 11, 11]}
+
+
+@pytest.fixture
+def cdfsod(tmp_path, coco_mini):
+    """A CD-FSOD tree on coco-mini: 5_shot.json = CDFSOD_SHOT on three train images; test.json = one val image
+    with a box of class 1 and one of class 3, which has no reference."""
+    root = tmp_path / "cdfsod"
+    ds = root / "ArTaxOr"
+    (ds / "annotations").mkdir(parents=True)
+    (ds / "train").symlink_to(coco_mini / "train2017")
+    (ds / "test").symlink_to(coco_mini / "val2017")
+    cats = [{"id": 1, "name": "Araneae"}, {"id": 2, "name": "Coleoptera"}, {"id": 3, "name": "Diptera"}]
+    train = json.loads((coco_mini / "annotations" / "instances_train2017.json").read_text())["images"]
+    images = [{**im, "id": i} for i, im in zip((10, 11, 12), train)]
+    anns = [{"id": a, "image_id": i, "category_id": c, "bbox": list(b), "area": b[2] * b[3], "iscrowd": 0}
+            for a, i, c, b in CDFSOD_SHOT]
+    (ds / "annotations" / "5_shot.json").write_text(json.dumps(
+        {"images": images, "annotations": anns, "categories": cats[:2]}))
+    val = json.loads((coco_mini / "annotations" / "instances_val2017.json").read_text())["images"][0]
+    test = [{"id": 1, "image_id": val["id"], "category_id": 1, "bbox": [10, 10, 100, 80], "area": 8000, "iscrowd": 0},
+            {"id": 2, "image_id": val["id"], "category_id": 3, "bbox": [150, 90, 60, 60], "area": 3600, "iscrowd": 0}]
+    (ds / "annotations" / "test.json").write_text(json.dumps({"images": [val], "annotations": test,
+                                                              "categories": cats}))
+    return root
+
+
+def test_cdfsod_convert_and_protocol_build_the_same_k_slot_memory(cdfsod, models, tmp_path):
+    import torch
+
+    from no_time_to_train import ReferenceMemory
+
+    ds = cdfsod / "ArTaxOr"
+    assert main(["convert", "cdfsod", str(cdfsod), "--shots", "5", "-o", str(tmp_path / "refs")]) == 0
+    assert main(["fill-memory", str(tmp_path / "refs" / "ArTaxOr" / "refs_5shot.json"), "--annotations",
+                 str(ds / "annotations" / "5_shot.json"), "--images", str(ds / "train"), "--reference-masks",
+                 "from-boxes", "-o", str(tmp_path / "convert.safetensors"), *models, *FAST]) == 0
+    assert main(["protocol", "cdfsod", str(cdfsod), "--shots", "5", "-o", str(tmp_path / "out"), *models, *FAST]) == 0
+    converted = ReferenceMemory.load(tmp_path / "convert.safetensors")
+    mem = ReferenceMemory.load(tmp_path / "out" / "ArTaxOr" / "5shot" / "memory.safetensors")
+    assert [r["annotation_id"] for r in mem.references] == CDFSOD_SLOTS[2] + CDFSOD_SLOTS[1]
+    assert converted.references == mem.references and torch.equal(converted.vectors, mem.vectors)
+    assert torch.equal(converted.prototypes(), mem.prototypes())
+    # the prototype is the mean over the K slots, duplicates included (not over distinct annotations)
+    vec = {r["annotation_id"]: mem.vectors[i] for i, r in enumerate(mem.references)}
+    assert all(torch.equal(vec[r["annotation_id"]], mem.vectors[i]) for i, r in enumerate(mem.references))
+    assert mem.category_ids == [1, 2]
+    slots = torch.stack([torch.stack([vec[a] for a in CDFSOD_SLOTS[c]]).mean(0) for c in (1, 2)])
+    distinct = torch.stack([torch.stack([vec[a] for a in sorted(set(CDFSOD_SLOTS[c]))]).mean(0) for c in (1, 2)])
+    expect = torch.nn.functional.normalize(slots, dim=1)
+    assert torch.allclose(mem.prototypes(), expect, atol=1e-6)
+    assert not torch.allclose(mem.prototypes(), torch.nn.functional.normalize(distinct, dim=1), atol=1e-4)
+    metrics = json.loads((tmp_path / "out" / "ArTaxOr" / "5shot" / "eval" / "metrics.json").read_text())
+    assert [c["id"] for c in metrics["categories"]] == [1, 2, 3]  # Diptera has no reference but counts
+    assert metrics["bbox"]["per_category"]["Diptera"] == 0.0
 
 
 def test_pseudo_masks_are_labelled(voc, models, tmp_path):
@@ -119,3 +182,4 @@ def test_pseudo_masks_are_labelled(voc, models, tmp_path):
     ds = CocoDataset(out, voc / "images")
     a = next(a for a in data["annotations"] if not a["iscrowd"])
     assert ds.ann_mask(a).shape == (ds.image_info(a["image_id"])["height"], ds.image_info(a["image_id"])["width"])
+

@@ -45,9 +45,10 @@ def fill_memory(
     """Encode ``refs`` (dicts with ``category_id, image_id, annotation_id, bbox``) into a memory file.
 
     reference_masks: ``"annotations"`` uses the JSON's masks; ``"from-boxes"`` prompts SAM2 with each
-    annotation box instead (for box-only datasets, or to ignore existing masks). Each annotation is encoded
-    once even if listed twice; labels follow ascending category id (the paper's class index). Returns the
-    memory on rank 0, None elsewhere.
+    annotation box instead (for box-only datasets, or to ignore existing masks). Each distinct annotation is
+    encoded once, but the memory gets one row per entry of ``refs``: a reference listed n times weighs n times
+    in its class prototype, which is then the authors' mean over their K memory slots. Labels follow ascending
+    category id (the paper's class index). Returns the memory on rank 0, None elsewhere.
     """
     from_boxes = reference_masks == "from-boxes"
     if export_masks:

@@ -2,7 +2,8 @@
 
 - PASCAL VOC few-shot (METHOD.md 6.2): splits 1-3 x shots {1, 2, 3, 5, 10}, seed 33, novel classes only;
   the paper's nAP50 is COCO-style AP50 (bbox); the VOC07 11-point AP50 is reported alongside.
-- CD-FSOD: each dataset x shots {1, 5, 10} from the benchmark's own shot files, nAP (COCO AP, bbox).
+- CD-FSOD (METHOD.md 6.3): each dataset x shots {1, 5, 10} from the benchmark's own shot files, the authors'
+  K references per class; nAP (COCO AP, bbox) over every category of the test set.
 
 One segmenter serves every setting (models load once). Outputs go to ``out/<column>/<k>shot/`` and every
 stage resumes: a finished memory or metrics file is kept, a partial one continues.
@@ -17,6 +18,7 @@ from typing import Callable, Sequence
 from .data.coco import CocoDataset, resolve_categories
 from .data.sampling import sample_references, write_references
 from .distributed import DistContext
+from .errors import InputError
 from .memory import ReferenceMemory
 from .pipeline import evaluate_dataset, fill_memory, has_masks
 from .resultstore import write_json_atomic
@@ -94,24 +96,45 @@ def run_voc(seg, train_json: Path, test_json: Path, images: Path, out: Path, dis
 
 def run_cdfsod(seg, root: Path, out: Path, dist: DistContext, *, datasets: Sequence[str] | None = None,
                shots: Sequence[int] = CDFSOD_SHOTS, signature: dict, quiet: bool = False) -> str | None:
-    """The CD-FSOD protocol over the datasets found under ``root``; returns the markdown table (rank 0)."""
+    """The CD-FSOD protocol over the datasets found under ``root``; returns the markdown table (rank 0).
+
+    References: :func:`~no_time_to_train.data.convert.cdfsod_references` (the authors' K per class, as
+    ``nttt convert cdfsod`` writes them; saved as ``refs.json`` per setting). Evaluation: every category of
+    the dataset's ``test.json``, as the authors do (a test category without references scores 0 and a
+    warning names it).
+    """
     from .data.convert import cdfsod_dataset, cdfsod_references
 
     found = cdfsod_dataset(root, names=datasets, shots=tuple(shots))
     values, cols = {}, list(found)
     for name, info in found.items():
         test = CocoDataset(info["test_json"], info["test_images"])
+        cat_ids = sorted(int(c["id"]) for c in test.categories)
         for k in shots:
             d = Path(out) / name / f"{k}shot"
             d.mkdir(parents=True, exist_ok=True)
             ref_data = CocoDataset(info["shots"][k], info["train_images"])
             refs = cdfsod_references(info["shots"][k], k)
-            cat_ids = sorted({r["category_id"] for r in refs})
-            metrics = _run_setting(seg, dist, d, refs, ref_data, test, cat_ids,
+            _check_cdfsod_categories(refs, cat_ids, info["shots"][k], info["test_json"])
+            if dist.is_main and not (d / "refs.json").exists():
+                write_references(d / "refs.json", refs, {**refs.meta, "dataset": name, "source": "cdfsod"})
+            metrics = _run_setting(seg, dist, d, refs.flat(), ref_data, test, cat_ids,
                                    {**signature, "dataset": name, "shots": k}, quiet)
             if metrics is not None:
                 values[(k, name)] = metrics["bbox"]["AP"]
     return _finish(values, shots, cols, "CD-FSOD nAP", Path(out), dist, "CD-FSOD, bbox nAP (COCO AP)")
+
+
+def _check_cdfsod_categories(refs, test_ids: Sequence[int], shot_json: Path, test_json: Path) -> None:
+    """Reference classes must be test classes; test classes without references are evaluated but warned about."""
+    unknown = sorted(set(refs) - set(test_ids))
+    if unknown:
+        raise InputError(f"The shot file {str(shot_json)!r} has category ids {unknown} that {str(test_json)!r} "
+                         f"does not have: the shot and test files must share category ids.")
+    missing = sorted(set(test_ids) - set(refs))
+    if missing:
+        log.warning("%s: test categories %s have no reference in %s; they are evaluated (as the authors do) "
+                    "and score 0", test_json, missing, shot_json)
 
 
 def pseudo_masks(seg, dataset: CocoDataset, out_json: Path, quiet: bool = False,
