@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from no_time_to_train import InputError
 
 from no_time_to_train.cli import main
 from no_time_to_train.protocols import markdown_table
@@ -170,6 +173,71 @@ def test_cdfsod_convert_and_protocol_build_the_same_k_slot_memory(cdfsod, models
     assert metrics["bbox"]["per_category"]["Diptera"] == 0.0
 
 
+@pytest.fixture
+def empty_sam2_masks(monkeypatch):
+    """SAM2 whose every mask comes out empty (all logits -10)."""
+    import torch
+
+    from no_time_to_train.models.sam2 import Sam2Segmenter
+
+    decode = Sam2Segmenter.decode
+
+    def empty(self, *args, **kwargs):
+        logits, iou = decode(self, *args, **kwargs)
+        return torch.full_like(logits, -10.0), iou
+
+    monkeypatch.setattr(Sam2Segmenter, "decode", empty)
+
+
+def test_box_rectangle_mask_is_the_clipped_filled_box():
+    from no_time_to_train.prompts import box_rectangle_mask
+
+    expect = np.zeros((8, 10), bool)
+    expect[3:8, 2:6] = True  # x 2..6, y 3..8: 4 x 5 pixels
+    assert np.array_equal(box_rectangle_mask((2, 3, 6, 8), (8, 10)), expect)
+    expect = np.zeros((8, 10), bool)
+    expect[:3, :3] = True  # (-3, -2)..(3, 3) clipped to the image
+    assert np.array_equal(box_rectangle_mask((-3, -2, 3, 3), (8, 10)), expect)
+
+
+def test_empty_box_mask_falls_back_to_the_box(empty_sam2_masks, make_segmenter, coco_mini):
+    from no_time_to_train.imageio import load_image
+    from no_time_to_train.prompts import box_rectangle_mask, mask_from_box, mask_from_prompt
+
+    seg = make_segmenter()
+    image = load_image(sorted((coco_mini / "train2017").glob("*.jpg"))[0])
+    mask, fell_back = mask_from_box(seg.sam2, image, (30, 40, 130, 120))
+    assert fell_back and np.array_equal(mask, box_rectangle_mask((30, 40, 130, 120), image.shape[:2]))
+    assert mask.sum() == 100 * 80
+    with pytest.raises(InputError, match="found no object"):  # interactive prompts still say so
+        mask_from_prompt(seg.sam2, image, box=(30, 40, 130, 120))
+
+
+def test_fill_memory_from_boxes_survives_empty_masks(empty_sam2_masks, cdfsod, models, make_segmenter, tmp_path,
+                                                      caplog):
+    import torch
+
+    from no_time_to_train import ReferenceMemory
+    from no_time_to_train.prompts import box_rectangle_mask
+
+    ds = cdfsod / "ArTaxOr"
+    assert main(["convert", "cdfsod", str(cdfsod), "--shots", "5", "-o", str(tmp_path / "refs")]) == 0
+    assert main(["fill-memory", str(tmp_path / "refs" / "ArTaxOr" / "refs_5shot.json"), "--annotations",
+                 str(ds / "annotations" / "5_shot.json"), "--images", str(ds / "train"), "--reference-masks",
+                 "from-boxes", "-o", str(tmp_path / "m.safetensors"), *models, *FAST]) == 0
+    assert "4 of 4 reference boxes got an empty SAM2 mask and use the filled box rectangle" in caplog.text
+    mem = ReferenceMemory.load(tmp_path / "m.safetensors")
+    assert len(mem) == 10 and all(r["mask"] == "box-rectangle" for r in mem.references)
+    # the row of annotation 21 is the reference encoded with the filled box as its mask
+    shot = json.loads((ds / "annotations" / "5_shot.json").read_text())
+    im = next(i for i in shot["images"] if i["id"] == 12)
+    x, y, w, h = CDFSOD_SHOT[0][3]
+    rect = box_rectangle_mask((x, y, x + w, y + h), (im["height"], im["width"]))
+    vec, _, _ = make_segmenter().encode_references(
+        [{"image": ds / "train" / im["file_name"], "mask": rect, "category": "c", "crop_box": (x, y, x + w, y + h)}])
+    assert torch.allclose(mem.vectors[0], vec[0], atol=1e-5)
+
+
 def test_pseudo_masks_are_labelled(voc, models, tmp_path):
     out = tmp_path / "test_pseudo.json"
     assert main(["pseudo-masks", str(voc / "test.json"), "--images", str(voc / "images"), "-o", str(out),
@@ -183,3 +251,19 @@ def test_pseudo_masks_are_labelled(voc, models, tmp_path):
     a = next(a for a in data["annotations"] if not a["iscrowd"])
     assert ds.ann_mask(a).shape == (ds.image_info(a["image_id"])["height"], ds.image_info(a["image_id"])["width"])
 
+
+def test_pseudo_masks_fall_back_to_boxes(empty_sam2_masks, voc, models, tmp_path, caplog):
+    from no_time_to_train.prompts import box_rectangle_mask
+    from no_time_to_train.types import encode_rle
+
+    out = tmp_path / "test_pseudo.json"
+    assert main(["pseudo-masks", str(voc / "test.json"), "--images", str(voc / "images"), "-o", str(out),
+                 *models, *FAST]) == 0
+    data = json.loads(out.read_text())
+    boxed = [a for a in data["annotations"] if not a["iscrowd"]]
+    assert data["info"]["pseudo_masks_box_fallbacks"] == len(boxed) > 0
+    assert f"{len(boxed)} of {len(boxed)} boxes got an empty SAM2 mask" in caplog.text
+    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
+    for a in boxed:
+        x, y, w, h = a["bbox"]
+        assert a["segmentation"] == encode_rle(box_rectangle_mask((x, y, x + w, y + h), sizes[a["image_id"]]))

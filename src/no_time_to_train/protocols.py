@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .data.coco import CocoDataset, resolve_categories
 from .data.sampling import sample_references, write_references
@@ -137,24 +137,25 @@ def _check_cdfsod_categories(refs, test_ids: Sequence[int], shot_json: Path, tes
                     "and score 0", test_json, missing, shot_json)
 
 
-def pseudo_masks(seg, dataset: CocoDataset, out_json: Path, quiet: bool = False,
-                 progress: Callable | None = None) -> dict:
+def pseudo_masks(seg, dataset: CocoDataset, out_json: Path, quiet: bool = False) -> dict:
     """A copy of a box-only COCO set whose annotations get masks from SAM2 prompted with their boxes.
 
     The file is marked ``info.pseudo_masks = true``; metrics computed against it say so. Crowd/difficult
-    annotations keep no mask (COCOeval ignores them anyway).
+    annotations keep no mask (COCOeval ignores them anyway). A box whose SAM2 mask is empty gets the filled
+    box rectangle, clipped to the image (:func:`~no_time_to_train.prompts.mask_from_box`, the authors'
+    fallback); a warning says how many did, and ``info.pseudo_masks_box_fallbacks`` records the number.
     """
     from tqdm import tqdm
 
     from .imageio import load_image
-    from .prompts import mask_from_prompt
+    from .prompts import mask_from_box
     from .types import encode_rle
 
     data = dataset.dataset
     by_image: dict[int, list[dict]] = {}
     for a in data["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
-    new_anns = []
+    new_anns, fell_back, prompted = [], [], 0
     for image_id in tqdm(dataset.image_ids, desc="pseudo-masks", unit="img", disable=quiet):
         anns = by_image.get(image_id, [])
         if not anns:
@@ -164,14 +165,19 @@ def pseudo_masks(seg, dataset: CocoDataset, out_json: Path, quiet: bool = False,
             a = dict(a)
             x, y, w, h = a["bbox"]
             if not a.get("iscrowd") and w > 0 and h > 0:
-                try:
-                    mask, _ = mask_from_prompt(seg.sam2, image, box=(x, y, x + w, y + h), name=f"annotation {a['id']}")
-                    a["segmentation"] = encode_rle(mask)
-                except Exception as exc:  # noqa: BLE001 - a failed prompt falls back to the box itself
-                    log.warning("annotation %s: %s; using its box as the mask", a["id"], exc)
-                    a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+                mask, empty = mask_from_box(seg.sam2, image, (x, y, x + w, y + h),
+                                            name=f"annotation {a['id']} of {dataset.json_path or 'the dataset'}")
+                a["segmentation"] = encode_rle(mask)
+                prompted += 1
+                if empty:
+                    fell_back.append(str(a["id"]))
             new_anns.append(a)
+    if fell_back:
+        log.warning("%d of %d boxes got an empty SAM2 mask and use the filled box rectangle instead (as the "
+                    "authors' box-to-mask step): annotations %s", len(fell_back), prompted,
+                    ", ".join(fell_back[:10]) + (" ..." if len(fell_back) > 10 else ""))
     out = {**data, "annotations": new_anns, "info": {**(data.get("info") or {}), "pseudo_masks": True,
-                                                      "pseudo_masks_by": "SAM2 box prompts (no-time-to-train)"}}
+                                                      "pseudo_masks_by": "SAM2 box prompts (no-time-to-train)",
+                                                      "pseudo_masks_box_fallbacks": len(fell_back)}}
     write_json_atomic(out_json, out)
     return out
