@@ -16,7 +16,6 @@ from no_time_to_train.data.convert import (
     add_convert_parser,
     cdfsod_dataset,
     cdfsod_references,
-    group_references,
     load_class_names,
     voc_image_id,
     voc_to_coco,
@@ -217,34 +216,59 @@ def test_cdfsod_missing_parts(tmp_path):
         cdfsod_dataset(tmp_path, shots=(1,))
 
 
-def test_cdfsod_references_and_write(tmp_path):
-    ds = _cdfsod_tree(tmp_path)
-    shot = ds / "annotations" / "1_shot.json"
-    refs = cdfsod_references(shot, 1)
-    assert refs == [  # category-id order, every annotation one reference
-        {"category_id": 1, "category_name": "Araneae", "image_id": 11, "annotation_id": 7,
-         "file_name": "img11.jpg", "bbox": [50.0, 60.0, 70.0, 80.0]},
-        {"category_id": 1, "category_name": "Araneae", "image_id": 11, "annotation_id": 8,
-         "file_name": "img11.jpg", "bbox": [5.0, 5.0, 10.0, 10.0]},
-        {"category_id": 2, "category_name": "Coleoptera", "image_id": 10, "annotation_id": 5,
-         "file_name": "img10.jpg", "bbox": [1.0, 2.0, 30.0, 40.0]},
-    ]
-    assert cdfsod_references(shot) == refs  # shots read from the file name
-    grouped = group_references(refs, 1, meta={"annotations": str(shot)})
-    assert list(grouped) == [1, 2] and grouped.shots == 2
-    assert [r["annotation_id"] for r in grouped[2]] == [5, 5]  # padded with a duplicate
-    assert grouped.meta["padded"] == {"2": 1} and grouped.meta["seed"] == 42
-    path = write_references(tmp_path / "refs.json", grouped, grouped.meta)
-    back = read_references(path, coco=shot)
-    assert back.shots == 2 and [r["annotation_id"] for r in back.flat()] == [7, 8, 5, 5]
-    assert group_references(refs, 3).shots == 3
+def _ids(refs) -> dict[int, list[int]]:
+    return {cid: [r["annotation_id"] for r in items] for cid, items in refs.items()}
 
+
+def test_cdfsod_references_are_the_authors_k_slots(tmp_path):
+    """METHOD 6.3 on a hand-made 5-shot file. JSON order: 21 (class 2, image 12), 11 (1, img 10), 12 (1, img 11),
+    22 (2, img 12), 13 (1, img 11), 23 (2, img 10). Classes in first-appearance order: 2, then 1.
+    Class 2: image 12 has 21, 22 -> [21, 21]; image 10 -> [23]. Class 1: [11], image 11 -> [12, 12].
+    Padding to K=5 with random.Random(42): class 2 first, choices over [21, 21, 23] with random() = 0.639 -> 1,
+    0.025 -> 0 (both 21); then class 1 over [11, 12, 12] with 0.275 -> 0, 0.223 -> 0 (both 11)."""
+    shot = tmp_path / "5_shot.json"
+    _shot_json(shot, [(21, 12, 2, (1, 1, 40, 40)), (11, 10, 1, (2, 2, 40, 40)), (12, 11, 1, (3, 3, 40, 40)),
+                      (22, 12, 2, (4, 4, 40, 40)), (13, 11, 1, (5, 5, 40, 40)), (23, 10, 2, (6, 6, 40, 40))])
+    refs = cdfsod_references(shot)  # K = 5 from the file name
+    assert list(refs) == [2, 1]
+    assert _ids(refs) == {2: [21, 21, 23, 21, 21], 1: [11, 12, 12, 11, 11]}
+    assert refs[2][0] == {"category_id": 2, "category_name": "Coleoptera", "image_id": 12, "annotation_id": 21,
+                          "file_name": "img12.jpg", "bbox": [1.0, 1.0, 40.0, 40.0]}
+    assert refs.shots == 5 and refs.meta["seed"] == 42 and refs.meta["annotations"] == str(shot)
+    assert refs.meta["padded"] == {"2": 2, "1": 2} and refs.meta["overfull"] == {}
+    # seed 0: random() = 0.844, 0.758 -> 2, 2 (class 2: 23, 23); 0.421, 0.259 -> 1, 0 (class 1: 12, 11)
+    assert _ids(cdfsod_references(shot, 5, seed=0)) == {2: [21, 21, 23, 23, 23], 1: [11, 12, 12, 12, 11]}
+    path = write_references(tmp_path / "refs.json", refs)
+    assert _ids(read_references(path, coco=shot)) == _ids(refs)
+
+
+def test_cdfsod_class_over_k_keeps_all_its_references(tmp_path):
+    ds = _cdfsod_tree(tmp_path)
+    shot = ds / "annotations" / "1_shot.json"  # class 1 has two boxes on image 11: two slots > K = 1
+    with pytest.warns(UserWarning, match=r"more than K=1 .*'Araneae' \(2\).*all of them are kept"):
+        refs = cdfsod_references(shot, 1)
+    assert _ids(refs) == {2: [5], 1: [7, 7]}  # the first box, twice; box 8 is never read (as the authors)
+    assert refs.meta["overfull"] == {"1": 2} and refs.meta["padded"] == {} and refs.shots == 1
+    path = write_references(tmp_path / "refs.json", refs)
+    back = read_references(path, coco=shot)
+    assert back.shots == 1 and _ids(back) == {2: [5], 1: [7, 7]}
+    # an over-full class must be declared, with its exact count
+    with pytest.raises(InputError, match=r"exactly K >= 1 references.*\{2: 1, 1: 2\}"):
+        write_references(tmp_path / "bad.json", refs, {"shots": 1})
+    with pytest.raises(InputError, match="over-full classes"):
+        write_references(tmp_path / "bad.json", refs, {"shots": 1, "overfull": {"1": 3}})
+
+
+def test_cdfsod_references_errors(tmp_path):
     _shot_json(tmp_path / "bad.json", [(1, 10, 1, (1, 1, 2, 2))])  # Coleoptera has no annotation
     with pytest.raises(InputError, match="Coleoptera"):
-        cdfsod_references(tmp_path / "bad.json")
+        cdfsod_references(tmp_path / "bad.json", 1)
     _shot_json(tmp_path / "bad2.json", [(1, 99, 1, (1, 1, 2, 2))])
     with pytest.raises(InputError, match="image id 99"):
-        cdfsod_references(tmp_path / "bad2.json")
+        cdfsod_references(tmp_path / "bad2.json", 1)
+    _shot_json(tmp_path / "shots.json", [(1, 10, 1, (1, 1, 2, 2)), (2, 10, 2, (1, 1, 2, 2))])
+    with pytest.raises(InputError, match=r"shots\.json.*pass shots"):
+        cdfsod_references(tmp_path / "shots.json")
 
 
 def test_cdfsod_cli(tmp_path, capsys):
@@ -252,13 +276,15 @@ def test_cdfsod_cli(tmp_path, capsys):
     parser = _parser()
     args = parser.parse_args(["convert", "cdfsod", str(tmp_path / "data"), "-o", str(tmp_path / "refs"),
                               "--shots", "1", "5"])
-    assert args.func(args) == 0
+    with pytest.warns(UserWarning, match="more than K=1"):
+        assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "ArTaxOr" in out and str(tmp_path / "data" / "ArTaxOr" / "annotations" / "test.json") in out
     assert sorted(p.name for p in (tmp_path / "refs" / "ArTaxOr").iterdir()) == ["refs_1shot.json", "refs_5shot.json"]
     doc = json.loads((tmp_path / "refs" / "ArTaxOr" / "refs_1shot.json").read_text())
-    assert doc["format"] == "nttt-references/1" and doc["shots"] == 2 and doc["nominal_shots"] == 1
+    assert doc["format"] == "nttt-references/1" and doc["shots"] == 1 and doc["overfull"] == {"1": 2}
     assert doc["annotations"].endswith("1_shot.json") and doc["dataset"] == "ArTaxOr"
+    assert [r["annotation_id"] for r in doc["references"]] == [5, 7, 7]  # what cdfsod_references gives
 
 
 # ----------------------------------------------------------------------------------------------------- YOLO

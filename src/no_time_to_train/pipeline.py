@@ -19,6 +19,7 @@ from .errors import InputError
 from .evaluation import evaluate_coco, write_metrics
 from .imageio import load_image
 from .memory import ReferenceMemory
+from .prompts import mask_from_box
 from .resultstore import ResultStore, write_json_atomic
 from .runner import decode_vector, run_images, run_references
 
@@ -48,9 +49,12 @@ def fill_memory(
     """Encode ``refs`` (dicts with ``category_id, image_id, annotation_id, bbox``) into a memory file.
 
     reference_masks: ``"annotations"`` uses the JSON's masks; ``"from-boxes"`` prompts SAM2 with each
-    annotation box instead (for box-only datasets, or to ignore existing masks). Each annotation is encoded
-    once even if listed twice; labels follow ascending category id (the paper's class index). Returns the
-    memory on rank 0, None elsewhere.
+    annotation box instead (for box-only datasets, or to ignore existing masks); a box whose SAM2 mask is
+    empty uses the filled box rectangle (:func:`~no_time_to_train.prompts.mask_from_box`, the authors'
+    fallback), and a warning says how many did. Each distinct annotation is encoded once, but the memory gets
+    one row per entry of ``refs``: a reference listed n times weighs n times in its class prototype, which is
+    then the authors' mean over their K memory slots. Labels follow ascending category id (the paper's class
+    index). Returns the memory on rank 0, None elsewhere.
     """
     from_boxes = reference_masks == "from-boxes"
     if export_masks:
@@ -63,16 +67,19 @@ def fill_memory(
         r = unique[key]
         x, y, w, h = r["bbox"]
         image = dataset.image_path(r["image_id"])
+        record = {}
         if from_boxes:  # decode once: the array serves SAM2's box prompt and the reference crop
             image = load_image(image)
-            mask = seg.reference_mask(image, box=(x, y, x + w, y + h), name=f"reference {key}")
+            mask, fell_back = mask_from_box(seg.sam2, image, (x, y, x + w, y + h), name=f"reference {key}")
+            if fell_back:
+                record["mask"] = "box-rectangle"
         else:
             mask = dataset.ann_mask(r["annotation_id"])
         if export_masks:
             from PIL import Image
 
             Image.fromarray(mask.astype(np.uint8) * 255).save(Path(export_masks) / f"{r['image_id']}_{r['annotation_id']}.png")
-        return {"image": image, "mask": mask, "category": names[r["category_id"]],
+        return {"image": image, "mask": mask, "category": names[r["category_id"]], "record": record,
                 "crop_box": (int(x), int(y), int(x + w), int(y + h))}  # the paper truncates the JSON box
 
     output = Path(output)
@@ -94,7 +101,12 @@ def fill_memory(
             rec = done[f"{r['image_id']}:{r['annotation_id']}"]
             memory.add(decode_vector(rec["vector"]), rec["weight"], names[r["category_id"]], r["category_id"],
                        image=r.get("file_name"), image_id=r["image_id"], annotation_id=r["annotation_id"],
-                       prompt="box" if from_boxes else None)
+                       prompt="box" if from_boxes else None, mask=rec.get("mask"))
+        fell_back = sorted(k for k in unique if done[k].get("mask") == "box-rectangle")
+        if fell_back:
+            log.warning("%d of %d reference boxes got an empty SAM2 mask and use the filled box rectangle instead "
+                        "(as the authors' box-to-mask step): %s", len(fell_back), len(unique),
+                        ", ".join(fell_back[:10]) + (" ..." if len(fell_back) > 10 else ""))
         memory.save(output)
         shutil.rmtree(store.dir, ignore_errors=True)
     log.info("memory with %d references of %d categories written to %s", len(memory), len(cats), output)

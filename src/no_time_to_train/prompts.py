@@ -3,6 +3,7 @@
 The original converts boxes to masks with a second model (SAM v1 ViT-H, single-mask output). Here the SAM2
 already loaded does it. Frames: boxes and points are given in original image pixels and mapped to the SAM
 frame (the image squashed to ``S``²); the chosen low-res mask is upsampled straight back to ``(H, W)``.
+Dataset boxes whose SAM2 mask comes out empty become the filled box (:func:`mask_from_box`), as in the original.
 """
 
 from __future__ import annotations
@@ -47,20 +48,24 @@ def check_points(points: Sequence[Sequence[float]], hw: tuple[int, int], name: s
     return arr
 
 
-@torch.inference_mode()
-def mask_from_prompt(
-    sam2: Sam2Segmenter,
-    image: np.ndarray,
-    box: Sequence[float] | None = None,
-    points: Sequence[Sequence[float]] | None = None,
-    name: str = "reference",
-) -> tuple[np.ndarray, float]:
-    """SAM2's mask for a box or clicks on ``image (H, W, 3) uint8``: ``(H, W)`` bool and its predicted IoU.
+def box_rectangle_mask(box: Sequence[float], hw: tuple[int, int]) -> np.ndarray:
+    """The filled ``(x0, y0, x1, y1)`` pixel box as an ``(H, W)`` bool mask, clipped to the image.
 
-    A box uses SAM2's single-mask output (as the original's box-to-mask step). Clicks: one click takes the
-    best of the three multimask outputs by predicted IoU (a single click is ambiguous); several clicks use
-    the single-mask output. The stock SAM2 image predictor adds ``no_memory_embedding``; so does this step.
+    The pixels are those pycocotools rasterises for the box polygon ``[x0, y0, x1, y0, x1, y1, x0, y1]``:
+    the authors write that polygon when their box-to-mask step finds no object, and their memory fill reads
+    it back with ``annToMask``. An integer box ``(x, y, x + w, y + h)`` covers exactly ``w x h`` pixels.
     """
+    from pycocotools import mask as mask_utils
+
+    h, w = hw
+    x0, y0, x1, y1 = (float(v) for v in box)
+    rle = mask_utils.frPyObjects([[x0, y0, x1, y0, x1, y1, x0, y1]], h, w)
+    return mask_utils.decode(mask_utils.merge(rle)).astype(bool)
+
+
+@torch.inference_mode()
+def _prompt_mask(sam2: Sam2Segmenter, image: np.ndarray, box, points, name: str) -> tuple[np.ndarray, float]:
+    """SAM2's ``(H, W)`` bool mask (possibly empty) and predicted IoU; see :func:`mask_from_prompt`."""
     if (box is None) == (points is None):
         raise InputError(f"{name}: give exactly one of box or points")
     hw = image.shape[:2]
@@ -82,7 +87,39 @@ def mask_from_prompt(
             logits, iou = select_best_token(logits.float(), iou.float())
         else:
             logits, iou = logits[:, 0], iou[:, 0]
-    mask = upsample_masks(logits.float(), hw)[0].cpu().numpy()
+    return upsample_masks(logits.float(), hw)[0].cpu().numpy(), float(iou[0])
+
+
+def mask_from_prompt(
+    sam2: Sam2Segmenter,
+    image: np.ndarray,
+    box: Sequence[float] | None = None,
+    points: Sequence[Sequence[float]] | None = None,
+    name: str = "reference",
+) -> tuple[np.ndarray, float]:
+    """SAM2's mask for a box or clicks on ``image (H, W, 3) uint8``: ``(H, W)`` bool and its predicted IoU.
+
+    A box uses SAM2's single-mask output (as the original's box-to-mask step). Clicks: one click takes the
+    best of the three multimask outputs by predicted IoU (a single click is ambiguous); several clicks use
+    the single-mask output. The stock SAM2 image predictor adds ``no_memory_embedding``; so does this step.
+    An empty mask is an InputError (an interactive prompt should be redone; datasets use :func:`mask_from_box`).
+    """
+    mask, iou = _prompt_mask(sam2, image, box, points, name)
     if not mask.any():
         raise InputError(f"{name}: SAM2 found no object for this prompt; give a mask or a tighter box")
-    return mask, float(iou[0])
+    return mask, iou
+
+
+def mask_from_box(sam2: Sam2Segmenter, image: np.ndarray, box: Sequence[float],
+                  name: str = "annotation") -> tuple[np.ndarray, bool]:
+    """A dataset box ``(x0, y0, x1, y1)`` (original pixels) made a mask: ``(H, W)`` bool and ``fell_back``.
+
+    SAM2's single-mask output for the box; where that mask is empty, the filled box rectangle clipped to the
+    image (:func:`box_rectangle_mask`) with ``fell_back = True``, as the authors' box-to-mask step does (it
+    also falls back when its mask has only degenerate contours; a non-empty SAM2 mask is kept here).
+    Callers count the fallbacks and say how many there were.
+    """
+    mask, _ = _prompt_mask(sam2, image, box, None, name)
+    if mask.any():
+        return mask, False
+    return box_rectangle_mask(box, image.shape[:2]), True

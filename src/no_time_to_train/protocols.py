@@ -2,7 +2,8 @@
 
 - PASCAL VOC few-shot (METHOD.md 6.2): splits 1-3 x shots {1, 2, 3, 5, 10}, seed 33, novel classes only;
   the paper's nAP50 is COCO-style AP50 (bbox); the VOC07 11-point AP50 is reported alongside.
-- CD-FSOD: each dataset x shots {1, 5, 10} from the benchmark's own shot files, nAP (COCO AP, bbox).
+- CD-FSOD (METHOD.md 6.3): each dataset x shots {1, 5, 10} from the benchmark's own shot files, the authors'
+  K references per class; nAP (COCO AP, bbox) over every category of the test set.
 
 One segmenter serves every setting (models load once). Outputs go to ``out/<column>/<k>shot/`` and every
 stage resumes: a finished memory or metrics file is kept, a partial one continues.
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .data.coco import CocoDataset, resolve_categories
 from .data.sampling import sample_references, write_references
 from .distributed import DistContext
+from .errors import InputError
 from .memory import ReferenceMemory
 from .pipeline import evaluate_dataset, fill_memory, has_masks
 from .resultstore import write_json_atomic
@@ -94,44 +96,66 @@ def run_voc(seg, train_json: Path, test_json: Path, images: Path, out: Path, dis
 
 def run_cdfsod(seg, root: Path, out: Path, dist: DistContext, *, datasets: Sequence[str] | None = None,
                shots: Sequence[int] = CDFSOD_SHOTS, signature: dict, quiet: bool = False) -> str | None:
-    """The CD-FSOD protocol over the datasets found under ``root``; returns the markdown table (rank 0)."""
+    """The CD-FSOD protocol over the datasets found under ``root``; returns the markdown table (rank 0).
+
+    References: :func:`~no_time_to_train.data.convert.cdfsod_references` (the authors' K per class, as
+    ``nttt convert cdfsod`` writes them; saved as ``refs.json`` per setting). Evaluation: every category of
+    the dataset's ``test.json``, as the authors do (a test category without references scores 0 and a
+    warning names it).
+    """
     from .data.convert import cdfsod_dataset, cdfsod_references
 
     found = cdfsod_dataset(root, names=datasets, shots=tuple(shots))
     values, cols = {}, list(found)
     for name, info in found.items():
         test = CocoDataset(info["test_json"], info["test_images"])
+        cat_ids = sorted(int(c["id"]) for c in test.categories)
         for k in shots:
             d = Path(out) / name / f"{k}shot"
             d.mkdir(parents=True, exist_ok=True)
             ref_data = CocoDataset(info["shots"][k], info["train_images"])
             refs = cdfsod_references(info["shots"][k], k)
-            cat_ids = sorted({r["category_id"] for r in refs})
-            metrics = _run_setting(seg, dist, d, refs, ref_data, test, cat_ids,
+            _check_cdfsod_categories(refs, cat_ids, info["shots"][k], info["test_json"])
+            if dist.is_main and not (d / "refs.json").exists():
+                write_references(d / "refs.json", refs, {**refs.meta, "dataset": name, "source": "cdfsod"})
+            metrics = _run_setting(seg, dist, d, refs.flat(), ref_data, test, cat_ids,
                                    {**signature, "dataset": name, "shots": k}, quiet)
             if metrics is not None:
                 values[(k, name)] = metrics["bbox"]["AP"]
     return _finish(values, shots, cols, "CD-FSOD nAP", Path(out), dist, "CD-FSOD, bbox nAP (COCO AP)")
 
 
-def pseudo_masks(seg, dataset: CocoDataset, out_json: Path, quiet: bool = False,
-                 progress: Callable | None = None) -> dict:
+def _check_cdfsod_categories(refs, test_ids: Sequence[int], shot_json: Path, test_json: Path) -> None:
+    """Reference classes must be test classes; test classes without references are evaluated but warned about."""
+    unknown = sorted(set(refs) - set(test_ids))
+    if unknown:
+        raise InputError(f"The shot file {str(shot_json)!r} has category ids {unknown} that {str(test_json)!r} "
+                         f"does not have: the shot and test files must share category ids.")
+    missing = sorted(set(test_ids) - set(refs))
+    if missing:
+        log.warning("%s: test categories %s have no reference in %s; they are evaluated (as the authors do) "
+                    "and score 0", test_json, missing, shot_json)
+
+
+def pseudo_masks(seg, dataset: CocoDataset, out_json: Path, quiet: bool = False) -> dict:
     """A copy of a box-only COCO set whose annotations get masks from SAM2 prompted with their boxes.
 
     The file is marked ``info.pseudo_masks = true``; metrics computed against it say so. Crowd/difficult
-    annotations keep no mask (COCOeval ignores them anyway).
+    annotations keep no mask (COCOeval ignores them anyway). A box whose SAM2 mask is empty gets the filled
+    box rectangle, clipped to the image (:func:`~no_time_to_train.prompts.mask_from_box`, the authors'
+    fallback); a warning says how many did, and ``info.pseudo_masks_box_fallbacks`` records the number.
     """
     from tqdm import tqdm
 
     from .imageio import load_image
-    from .prompts import mask_from_prompt
+    from .prompts import mask_from_box
     from .types import encode_rle
 
     data = dataset.dataset
     by_image: dict[int, list[dict]] = {}
     for a in data["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
-    new_anns = []
+    new_anns, fell_back, prompted = [], [], 0
     for image_id in tqdm(dataset.image_ids, desc="pseudo-masks", unit="img", disable=quiet):
         anns = by_image.get(image_id, [])
         if not anns:
@@ -141,14 +165,19 @@ def pseudo_masks(seg, dataset: CocoDataset, out_json: Path, quiet: bool = False,
             a = dict(a)
             x, y, w, h = a["bbox"]
             if not a.get("iscrowd") and w > 0 and h > 0:
-                try:
-                    mask, _ = mask_from_prompt(seg.sam2, image, box=(x, y, x + w, y + h), name=f"annotation {a['id']}")
-                    a["segmentation"] = encode_rle(mask)
-                except Exception as exc:  # noqa: BLE001 - a failed prompt falls back to the box itself
-                    log.warning("annotation %s: %s; using its box as the mask", a["id"], exc)
-                    a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+                mask, empty = mask_from_box(seg.sam2, image, (x, y, x + w, y + h),
+                                            name=f"annotation {a['id']} of {dataset.json_path or 'the dataset'}")
+                a["segmentation"] = encode_rle(mask)
+                prompted += 1
+                if empty:
+                    fell_back.append(str(a["id"]))
             new_anns.append(a)
+    if fell_back:
+        log.warning("%d of %d boxes got an empty SAM2 mask and use the filled box rectangle instead (as the "
+                    "authors' box-to-mask step): annotations %s", len(fell_back), prompted,
+                    ", ".join(fell_back[:10]) + (" ..." if len(fell_back) > 10 else ""))
     out = {**data, "annotations": new_anns, "info": {**(data.get("info") or {}), "pseudo_masks": True,
-                                                      "pseudo_masks_by": "SAM2 box prompts (no-time-to-train)"}}
+                                                      "pseudo_masks_by": "SAM2 box prompts (no-time-to-train)",
+                                                      "pseudo_masks_box_fallbacks": len(fell_back)}}
     write_json_atomic(out_json, out)
     return out

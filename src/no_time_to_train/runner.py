@@ -170,16 +170,18 @@ def run_references(
     """Encode every pending reference of this rank; each vector is stored as soon as its batch is done.
 
     ``make_item(key)`` builds what :meth:`ReferenceSegmenter.add_reference` takes (image, mask, category,
-    ...), on demand, so only one batch of masks is in memory at a time.
+    ...), on demand, so only one batch of masks is in memory at a time. An item's optional ``record`` dict
+    (JSON values, e.g. how its mask was made) is stored with its vector.
     """
     mine = [key for key, _ in pending([(k, None) for k in keys], store, dist)]
     bar = progress(len(mine), "fill-memory", dist, quiet, unit="ref")
     try:
         for start in range(0, len(mine), batch_size):
             chunk = mine[start : start + batch_size]
-            vectors, weights, _ = segmenter.encode_references([make_item(k) for k in chunk], batch_size)
-            for key, vec, w in zip(chunk, vectors, weights):
-                store.append(key, vector=encode_vector(vec), weight=float(w))
+            items = [make_item(k) for k in chunk]
+            vectors, weights, _ = segmenter.encode_references(items, batch_size)
+            for key, item, vec, w in zip(chunk, items, vectors, weights):
+                store.append(key, **item.get("record", {}), vector=encode_vector(vec), weight=float(w))
             bar.update(len(chunk))
     finally:
         bar.close()

@@ -1,8 +1,8 @@
 """Converters from other dataset layouts to COCO-format JSON (and to reference files).
 
 * :func:`voc_to_coco`: PASCAL VOC 2007/2012 XML -> COCO, as prepared for the paper's VOC benchmark (METHOD 6.2).
-* :func:`cdfsod_dataset`, :func:`cdfsod_references`, :func:`group_references`: the CD-FSOD benchmark layout
-  (METHOD 6.3) -> dataset paths and reference sets that :func:`~no_time_to_train.data.sampling.write_references`
+* :func:`cdfsod_dataset`, :func:`cdfsod_references`: the CD-FSOD benchmark layout (METHOD 6.3) -> dataset
+  paths and the authors' K references per class, which :func:`~no_time_to_train.data.sampling.write_references`
   can write.
 * :func:`yolo_to_coco`: Ultralytics YOLO detection / segmentation label files -> COCO.
 * :func:`add_convert_parser`: the ``nttt convert {voc,cdfsod,yolo}`` command line.
@@ -36,7 +36,6 @@ __all__ = [
     "voc_to_coco",
     "cdfsod_dataset",
     "cdfsod_references",
-    "group_references",
     "load_class_names",
     "yolo_to_coco",
     "add_convert_parser",
@@ -391,36 +390,68 @@ def cdfsod_dataset(
     return {n: _describe_cdfsod(p, n, shots) for n, p in sorted(found.items(), key=lambda kv: kv[0].lower())}
 
 
-def cdfsod_references(shot_json: str | Path | Mapping[str, Any], shots: int | None = None) -> list[dict]:
-    """Turn a CD-FSOD ``{k}_shot.json`` into a reference list (every annotation is one reference).
+def cdfsod_references(shot_json: str | Path | Mapping[str, Any], shots: int | None = None, seed: int = 42):
+    """The K references per class that the authors build from a CD-FSOD ``{k}_shot.json`` (METHOD 6.3).
 
-    Each reference is ``{category_id, category_name, image_id, annotation_id, file_name, bbox}``, grouped by
-    ascending category id (JSON order within a category). An image with several annotations of a class gives
-    several references (unlike the authors' ``coco_to_pkl.py``, which repeats the first instance).
-    ``shots`` (default: from the file name ``{k}_shot.json``) is only checked to be positive; see
-    :func:`group_references` for the K-per-class padding. Raises InputError for an invalid COCO file
-    (annotations that name an unknown image or category, ...) and for categories without any annotation.
+    Both ``nttt convert cdfsod`` and ``nttt protocol cdfsod`` use this, so their memories are the same. It is
+    the authors' shot-file-to-pickle conversion followed by their memory fill, which reads only the first
+    annotation id of each pickle entry:
+
+    1. Walk ``annotations`` in JSON order. Classes are ordered by first appearance; within a class, one entry
+       per image (first-appearance order) listing that image's annotations of the class in JSON order.
+    2. An entry with n annotations is repeated n times in place, and every copy is a reference to the entry's
+       FIRST annotation: an image with 3 boxes of a class gives 3 references to its first box, none to the
+       other two.
+    3. One ``random.Random(seed)`` for the file (the authors' ``random.seed(42)``). For each class in
+       first-appearance order that has fewer than K references, ``rng.choices(refs, k=K - len(refs))`` is
+       appended: one ``random()`` call per pick, index ``floor(random() * len(refs))`` over the class's list
+       after step 2 (so an image with more instances is drawn more often). Other classes draw nothing.
+    4. A class with MORE than K references (possible after step 2) keeps them all; the authors' fill refuses
+       such a file (it wants exactly K per class). Its prototype is then the mean over all its references.
+       Such classes are listed in ``meta["overfull"]`` and a warning names them.
+
+    The memory keeps one row per reference, duplicates included, so a class prototype is the authors' mean
+    over its K memory slots.
+
+    Args:
+        shot_json: the shot file (path or COCO dict).
+        shots: K, the nominal shots (default: from the file name ``{k}_shot.json``).
+        seed: the padding seed (the authors' 42).
+
+    Returns:
+        :class:`~no_time_to_train.data.sampling.References` in first-appearance class order, each reference
+        ``{category_id, category_name, image_id, annotation_id, file_name, bbox}``; ``meta``: ``shots`` = K,
+        ``seed``, ``annotations`` (the path, when given one), ``padded`` and ``overfull``
+        (``{"category_id": count}``; padded = duplicates drawn, overfull = references kept).
+
+    Raises:
+        InputError: annotations naming an unknown image or category, a category without any annotation, or
+        no K (neither given nor in the file name).
     """
     from .coco import _check_coco_dict, load_coco_json
+    from .sampling import References
 
     if isinstance(shot_json, Mapping):
-        data, where = dict(shot_json), "the shot annotation dict"
+        data, where, source = dict(shot_json), "the shot annotation dict", None
         _check_coco_dict(data, where, need_files=True)
     else:
-        where = repr(str(shot_json))
+        where, source = repr(str(shot_json)), str(shot_json)
         data = load_coco_json(shot_json)
         if shots is None:
             m = re.fullmatch(r"(\d+)_shot\.json", Path(shot_json).name)
             shots = int(m.group(1)) if m else None
-    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+    if shots is None:
+        raise InputError(f"The number of shots K for {where} is unknown: pass shots (the file name is not "
+                         f"'<K>_shot.json').")
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
         raise InputError(f"shots must be a positive integer, got {shots!r}.")
     images = {int(im["id"]): im for im in data["images"]}
     cats = {int(c["id"]): c for c in data["categories"]}
-    per_cat: dict[int, list[dict]] = {c: [] for c in sorted(cats)}
+    entries: dict[int, dict[int, list[dict]]] = {}  # class -> image -> its annotations, first appearance order
     for ann in data["annotations"]:  # ids, references and boxes were validated by _check_coco_dict
         aid, iid, cid = ann["id"], ann["image_id"], ann["category_id"]
         bbox = [float(v) for v in ann["bbox"]]
-        per_cat[cid].append({
+        entries.setdefault(cid, {}).setdefault(iid, []).append({
             "category_id": cid,
             "category_name": cats[cid]["name"],
             "image_id": iid,
@@ -428,43 +459,27 @@ def cdfsod_references(shot_json: str | Path | Mapping[str, Any], shots: int | No
             "file_name": images[iid]["file_name"],
             "bbox": bbox,
         })
-    empty = [f"{cats[c]['name']!r} (id {c})" for c, v in per_cat.items() if not v]
+    empty = [f"{cats[c]['name']!r} (id {c})" for c in sorted(cats) if c not in entries]
     if empty:
         raise InputError(f"The shot file {where} has no annotation for categories {', '.join(empty)}: every class "
                          f"needs at least one reference. Use a complete shot file or remove those categories.")
-    return [r for refs in per_cat.values() for r in refs]
-
-
-def group_references(refs: Iterable[Mapping[str, Any]], shots: int | None = None, seed: int = 42,
-                     meta: Mapping[str, Any] | None = None):
-    """Group a reference list into a :class:`~no_time_to_train.data.sampling.References` mapping with the same
-    number K of references per class, as :func:`~no_time_to_train.data.sampling.write_references` requires.
-
-    K = max(``shots``, the largest class). Classes with fewer references are padded with duplicates drawn by
-    ``random.Random(seed).choice`` from their own references, class by class in ascending id order (the authors'
-    ``coco_to_pkl.py`` also pads with random duplicates, seed 42). A duplicated reference is encoded once by
-    fill-memory and counted once per copy in the class prototype. ``meta`` gets ``shots`` = K, ``seed`` and
-    ``padded`` (``{category_id: number of duplicates}``, only classes that were padded).
-    """
-    from .sampling import References
-
-    groups: dict[int, list[dict]] = {}
-    for r in refs:
-        groups.setdefault(int(r["category_id"]), []).append(dict(r))
-    if not groups:
-        raise InputError("No references to group: the reference list is empty.")
-    k = max(max(len(v) for v in groups.values()), int(shots or 0))
     rng = random.Random(seed)
-    out = References(meta=dict(meta or {}))
-    padded = {}
-    for cid in sorted(groups):
-        items = groups[cid]
-        need = k - len(items)
-        if need > 0:
-            padded[cid] = need
-            items = items + [dict(rng.choice(groups[cid])) for _ in range(need)]
-        out[cid] = items
-    out.meta.update({"shots": k, "seed": seed, "padded": {str(c): n for c, n in padded.items()}})
+    out = References(meta={"shots": shots, "seed": seed, "annotations": source})
+    padded, overfull = {}, {}
+    for cid, per_image in entries.items():
+        refs = [dict(anns[0]) for anns in per_image.values() for _ in anns]
+        if len(refs) < shots:
+            padded[str(cid)] = shots - len(refs)
+            refs += [dict(r) for r in rng.choices(refs, k=shots - len(refs))]
+        elif len(refs) > shots:
+            overfull[str(cid)] = len(refs)
+        out[cid] = refs
+    if overfull:
+        names = ", ".join(f"{cats[int(c)]['name']!r} ({n})" for c, n in overfull.items())
+        warnings.warn(f"{where}: {len(overfull)} class(es) have more than K={shots} references once every "
+                      f"instance counts: {names}. The authors' memory fill refuses this; all of them are kept.",
+                      stacklevel=2)
+    out.meta.update({"padded": padded, "overfull": overfull})
     return out
 
 
@@ -760,12 +775,11 @@ def cmd_convert_cdfsod(args) -> int:
     for name, ds in found.items():
         written = []
         for k in shots:
-            refs = cdfsod_references(ds["shots"][k], k)
-            grouped = group_references(refs, k, seed=args.seed, meta={
-                "annotations": str(ds["shots"][k]), "images": str(ds["train_images"]), "dataset": name,
-                "nominal_shots": k, "source": "cdfsod"})
-            path = write_references(out / name / f"refs_{k}shot.json", grouped, grouped.meta)
-            written.append(f"{k}-shot: {len(refs)} refs, K={grouped.meta['shots']} -> {path}")
+            refs = cdfsod_references(ds["shots"][k], k, seed=args.seed)
+            refs.meta.update({"images": str(ds["train_images"]), "dataset": name, "source": "cdfsod"})
+            path = write_references(out / name / f"refs_{k}shot.json", refs)
+            extra = f", {len(refs.meta['overfull'])} class(es) over K" if refs.meta["overfull"] else ""
+            written.append(f"{k}-shot: {len(refs.flat())} refs{extra} -> {path}")
         print(f"cdfsod {name}: {'; '.join(written)}; test: {ds['test_json']} (images {ds['test_images']})")
     return 0
 

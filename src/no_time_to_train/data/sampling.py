@@ -62,8 +62,10 @@ class References(OrderedDict):
 
     @property
     def shots(self) -> int:
-        """References per class (0 if empty)."""
-        return len(next(iter(self.values()))) if self else 0
+        """K, references per class (0 if empty); classes in ``meta["overfull"]`` hold more."""
+        overfull = _overfull(self.meta)
+        regular = [len(v) for c, v in self.items() if int(c) not in overfull]
+        return regular[0] if regular else int(self.meta.get("shots") or 0) if self else 0
 
     def flat(self) -> list[dict]:
         """All references, class by class, in shot order."""
@@ -202,15 +204,13 @@ def write_references(path: str | Path, refs: Mapping[int, list[dict]], meta: Map
     """Write a reference set as readable JSON (``nttt-references/1``).
 
     ``meta`` (default: ``refs.meta`` when ``refs`` is a :class:`References`) supplies ``seed``, ``shots`` and
-    ``annotations`` (the source JSON path); other keys are kept as extra top-level fields.
+    ``annotations`` (the source JSON path); other keys are kept as extra top-level fields. Every class holds
+    K = ``shots`` references, except the classes of ``meta["overfull"]`` (``{"category_id": count}``, from
+    :func:`~no_time_to_train.data.convert.cdfsod_references`), which hold exactly that many more.
     """
     path = Path(path)
     meta = dict(getattr(refs, "meta", {}) if meta is None else meta)
-    counts = {len(v) for v in refs.values()}
-    if len(counts) > 1:
-        raise InputError(f"References have different numbers of shots per class ({sorted(counts)}): "
-                         f"every class must have the same K.")
-    shots = counts.pop() if counts else 0
+    shots = _check_counts(refs, meta.get("shots"), _overfull(meta), "The references")
     doc: dict[str, Any] = {
         "format": FORMAT,
         "seed": meta.pop("seed", None),
@@ -220,8 +220,6 @@ def write_references(path: str | Path, refs: Mapping[int, list[dict]], meta: Map
     meta.pop("format", None)
     meta.pop("categories", None)
     meta.pop("references", None)
-    if doc["shots"] != shots:
-        raise InputError(f"meta says shots={doc['shots']} but the references have {shots} per class.")
     categories = []
     flat = []
     for cid, items in refs.items():
@@ -308,19 +306,34 @@ def read_references(path: str | Path, coco: dict | str | Path | CocoDataset | No
 
     if not refs:
         raise InputError(f"Reference file {str(path)!r} holds no classes.")
-    counts = {cid: len(v) for cid, v in refs.items()}
-    ks = set(counts.values())
-    if len(ks) != 1 or 0 in ks:
-        raise InputError(
-            f"Reference file {str(path)!r} must hold exactly K >= 1 references for every class, "
-            f"but the counts per class are {counts}. Re-sample it with a single shots value."
-        )
-    k = ks.pop()
-    declared = refs.meta.get("shots")
-    if declared is not None and declared != k:
-        raise InputError(f"Reference file {str(path)!r} declares shots={declared} but holds {k} per class.")
-    refs.meta["shots"] = k
+    refs.meta["shots"] = _check_counts(refs, refs.meta.get("shots"), _overfull(refs.meta),
+                                       f"Reference file {str(path)!r}")
     return refs
+
+
+def _overfull(meta: Mapping[str, Any]) -> dict[int, int]:
+    """``meta["overfull"]`` as ``{category_id: count}`` (classes allowed more than K references)."""
+    try:
+        return {int(c): int(n) for c, n in (meta.get("overfull") or {}).items()}
+    except (AttributeError, TypeError, ValueError):
+        raise InputError(f"'overfull' must map category ids to reference counts, got {meta.get('overfull')!r}.")
+
+
+def _check_counts(refs: Mapping[int, list], declared: int | None, overfull: Mapping[int, int], what: str) -> int:
+    """K, after checking that every class holds exactly K >= 1 references (K = ``declared`` when given), except
+    the ``overfull`` classes, which hold exactly their listed count (> K)."""
+    counts = {int(cid): len(v) for cid, v in refs.items()}
+    if not counts:
+        return declared or 0
+    regular = {n for c, n in counts.items() if c not in overfull}
+    k = declared if declared is not None else (min(regular) if regular else None)
+    if (k is None or k < 1 or regular - {k}
+            or any(counts.get(c) != n or n <= k for c, n in overfull.items())):
+        detail = f"declares shots={declared}, " if declared is not None else ""
+        extra = f" (over-full classes: exactly their listed counts {dict(overfull)})" if overfull else ""
+        raise InputError(f"{what} must hold exactly K >= 1 references for every class{extra}, but {detail}the "
+                         f"counts per class are {counts}. Re-sample with a single shots value.")
+    return k
 
 
 def _read_json(path: Path, raw: bytes) -> References:
