@@ -215,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--probe-decoder", action="store_true", help="measure the decoder's peak memory per prompt")
     p.add_argument("--stress-post", type=int, default=0, metavar="N",
                    help="also time scoring/NMS/merging/RLE on N synthetic proposals (worst case)")
+    p.add_argument("--stress-megapixels", type=float, default=None, metavar="MP",
+                   help="run --stress-post on the first image scaled to about MP megapixels (large-photo memory)")
     p.add_argument("--interleave", action="store_true",
                    help="run every image through the faithful path and every mode in turn (fair on a busy machine; "
                         "images/s then comes from the per-image times)")
@@ -337,7 +339,8 @@ def main(argv=None) -> int:
         report["decoder_probe"] = probe_decoder(faithful, images[0])
     if args.stress_post:
         print(f"post-processing stress on {args.stress_post} synthetic proposals ...")
-        report["stress_post"] = stress_post(faithful, images[0], timer, args.stress_post)
+        report["stress_post"] = stress_post(faithful, images[0], timer, args.stress_post,
+                                            megapixels=args.stress_megapixels)
 
     report["modes"] = report_modes
     for mode, seg in modes.items():

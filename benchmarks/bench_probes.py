@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from bench_measure import Timer, peak_rss_bytes, reset_peak_rss, rss_bytes
 
@@ -70,14 +71,32 @@ def synthetic_proposals(n: int, size: int = 256, seed: int = 0) -> Proposals:
     return Proposals(logits, 0.4 + 0.6 * torch.rand(n, generator=g))
 
 
-def stress_post(seg: ReferenceSegmenter, image: Path, timer: Timer, n: int = 1024, repeats: int = 2) -> dict:
-    """Post-processing stages on ``n`` synthetic proposals (many NMS survivors: the worst case)."""
+def scaled_image(image: Path, megapixels: float | None):
+    """``image`` as an ``(H, W, 3)`` array, resized (PIL bicubic, aspect kept) to about ``megapixels`` if given."""
     img = load_image(image)
+    if not megapixels:
+        return img
+    from PIL import Image
+
+    scale = (megapixels * 1e6 / (img.shape[0] * img.shape[1])) ** 0.5
+    size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
+    return np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+
+
+def stress_post(seg: ReferenceSegmenter, image: Path, timer: Timer, n: int = 1024, repeats: int = 2,
+                megapixels: float | None = None) -> dict:
+    """Post-processing stages on ``n`` synthetic proposals (many NMS survivors: the worst case).
+
+    ``megapixels``: run them on the image scaled to that size, to measure the full-resolution stages' peak
+    memory on large photos (the ``peak_rss`` of the report; ``rss_before`` is the process's RSS before them).
+    """
+    img = scaled_image(image, megapixels)
     tokens = seg.encode_features(seg.to_sam_frame(img))
     prototypes = seg.memory.prototypes(seg.config.prototype)
     props = synthetic_proposals(n)
     props = Proposals(props.logits.to(seg.device), props.iou.to(seg.device))
     runs = []
+    rss_before = rss_bytes()
     for _ in range(repeats):
         rec: dict = {}
         cand = timer.run(rec, "score_nms", seg.select, props, tokens, prototypes)
@@ -86,7 +105,8 @@ def stress_post(seg: ReferenceSegmenter, image: Path, timer: Timer, n: int = 102
         runs.append(rec)
     best = {k: min(r[k]["seconds"] for r in runs) for k in runs[0]}
     return {"proposals": n, "survivors": int(len(cand.scores)), "detections": len(dets), "image_size": list(img.shape[:2]),
-            "seconds_min_of_%d" % repeats: best, "peak_rss": max(r[k]["peak_rss"] for r in runs for k in r)}
+            "seconds_min_of_%d" % repeats: best, "peak_rss": max(r[k]["peak_rss"] for r in runs for k in r),
+            "rss_before": rss_before}
 
 
 def evaluate_run(seg: ReferenceSegmenter, annotations: Path, images: list[Path], timer: Timer) -> dict:

@@ -80,7 +80,10 @@ def markdown(report: dict) -> str:
         secs = next(v for k, v in st.items() if k.startswith("seconds_min"))
         lines.append(f"- post-processing worst case ({st['proposals']} synthetic proposals, {st['survivors']} NMS survivors, "
                      f"{st['detections']} detections, {st['image_size'][1]}x{st['image_size'][0]}): "
-                     + ", ".join(f"{k} {v:.3f} s" for k, v in secs.items()))
+                     + ", ".join(f"{k} {v:.3f} s" for k, v in secs.items())
+                     + f"; peak RSS {st['peak_rss'] / 2**30:.2f} GiB"
+                     + (f" ({(st['peak_rss'] - st['rss_before']) / 2**30:.2f} GiB above the RSS before)"
+                        if "rss_before" in st else ""))
     if report.get("modes"):
         lines += ["", "| mode | s / image | speed-up | peak RSS GiB | matched @ IoU 0.9 | AP segm vs faithful | AP bbox vs faithful | max abs score diff (matched) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -61,7 +61,7 @@ def test_bench_run_writes_consistent_report(tmp_path, capsys):
     out = tmp_path / "r.json"
     assert bench.main(["--sam2", "random", "--encoder", "random", "--size", "test", "--images", str(VAL),
                        "--out", str(out), "--points-per-side", "4", "--max-images", "2", "--refs-per-class", "1",
-                       "--modes", "batch256,pps16", "--evaluate", "--stress-post", "32", "--threads", "2"]) == 0
+                       "--modes", "batch256,pps16", "--evaluate", "--stress-post", "32", "--stress-megapixels", "0.5", "--threads", "2"]) == 0
     report = json.loads(out.read_text())
     s = report["faithful"]
     assert s["images"] == 2 and len(report["per_image"]) == 2
@@ -82,10 +82,12 @@ def test_bench_run_writes_consistent_report(tmp_path, capsys):
     assert report["modes"]["pps16"]["summary"]["mean_proposals"] <= 256
     ev = report["evaluate_run"]
     assert ev["images"] == 2 and ev["images_per_second"] == pytest.approx(2 / ev["seconds"])
-    assert report["stress_post"]["proposals"] == 32
+    st = report["stress_post"]
+    assert st["proposals"] == 32 and st["image_size"][0] * st["image_size"][1] == pytest.approx(5e5, rel=0.01)
+    assert st["peak_rss"] >= st["rss_before"] > 0
     md = out.with_suffix(".md").read_text()
     assert all(f"| {name} |" in md for name in bench_report.STAGES)
-    assert "| batch256 |" in md and "whole `nttt evaluate` run" in md
+    assert "| batch256 |" in md and "whole `nttt evaluate` run" in md and "GiB above the RSS before" in md
 
     capsys.readouterr()
     with pytest.raises(SystemExit, match="missing.json: not a readable bench.py report"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -58,5 +59,8 @@ def test_demo_takes_weight_paths(quickstart, tmp_path):
     ([], "examples/quickstart.py"),
 ])
 def test_make_demo_passes_weights(variables, expected):
-    out = subprocess.run(["make", "-n", "demo", *variables], cwd=ROOT, capture_output=True, text=True, check=True)
+    # under `make test` the outer make's variables would make this one print "Entering directory" lines
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", "demo", *variables], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1].endswith(expected)
