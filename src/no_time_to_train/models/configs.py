@@ -1,4 +1,4 @@
-"""Architecture tables for the official SAM2 and DINOv2 releases, as transformers configs.
+"""Architecture tables for the official SAM2 and DINOv2 releases, as transformers configs (and tiny SAM / SAM-HQ).
 
 The official checkpoints do not record their architecture, and some of it (attention heads, Hiera window
 sizes, global-attention blocks) cannot be read off tensor shapes. These tables hold those facts for every
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import Dinov2Config, Dinov2WithRegistersConfig, Sam2Config
+from transformers import Dinov2Config, Dinov2WithRegistersConfig, Sam2Config, SamConfig, SamHQConfig
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,22 @@ def sam2_config(
 def sam2_test_config() -> Sam2Config:
     """The tiny SAM2 used by the tests: Hiera dims 8-64, FPN/decoder width 32."""
     return sam2_config("test-tiny", fpn_hidden_size=32, decoder_mlp_dim=64, decoder_heads=2)
+
+
+def sam_test_config(hq: bool = False) -> SamConfig | SamHQConfig:
+    """The tiny SAM (or SAM-HQ) used by the tests: a 2-block ViT of width 32 (block 1 global), decoder width 32.
+
+    The frame is the official 1024² with patch 16, so embeddings are 64² and low-res masks 256² as in the
+    released models.
+    """
+    vision = dict(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
+                  global_attn_indexes=[1], window_size=8, mlp_dim=64, num_pos_feats=16)
+    prompt = dict(hidden_size=32)
+    decoder = dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+    if hq:
+        return SamHQConfig(vision_config=vision, prompt_encoder_config=prompt,
+                           mask_decoder_config={**decoder, "vit_dim": 32})
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
 
 
 def dinov2_config(
