@@ -228,7 +228,7 @@ def test_key_tables_invert_and_have_no_dead_rule(kind):
     """A key table is written once and its inverse generated: on every key of every official model size, the
     inverse undoes the renaming in both directions (so no two keys share a name), and every rule is used."""
     if kind == "sam2":
-        tables, fused, to_meta = [sam2_keys._KEYS, sam2_keys._MLPS], (), sam2_hf_to_meta
+        tables, fused, to_meta = [sam2_keys._KEYS, sam2_keys._MLPS.prefixes], (), sam2_hf_to_meta
     else:
         tables, fused, to_meta = [dinov2_keys._KEYS], dinov2_keys._FUSED, dinov2_hf_to_meta
     used = set()
