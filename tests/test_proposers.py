@@ -8,16 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from transformers import SamHQModel, SamModel
 
 from no_time_to_train import MethodConfig, ReferenceMemory, ReferenceSegmenter
 from no_time_to_train.cli import main
 from no_time_to_train.errors import CheckpointError, InputError
 from no_time_to_train.imageio import load_image
 from no_time_to_train.models.checkpoints import load_proposer, load_sam2
-from no_time_to_train.models.configs import sam_test_config
+from no_time_to_train.models.configs import SAM_VARIANTS, sam_config, sam_test_config
 from no_time_to_train.models.proposer import Proposer, make_proposer
 from no_time_to_train.models.sam import SamHQProposer, SamProposer
 from no_time_to_train.models.sam2 import Sam2Segmenter
+from no_time_to_train.models.sam_keys import sam_hf_to_meta, sam_meta_to_hf
 from no_time_to_train.prompts import mask_from_prompt
 
 FAMILIES = ["sam", "sam_hq"]
@@ -26,8 +28,6 @@ META_STD_255 = (58.395, 57.12, 57.375)
 
 
 def _tiny(family: str, seed: int = 0):
-    from transformers import SamHQModel, SamModel
-
     torch.manual_seed(seed)
     cls = SamHQModel if family == "sam_hq" else SamModel
     model = cls(sam_test_config(hq=family == "sam_hq")).eval()
@@ -206,14 +206,62 @@ def test_hf_directories_load_as_proposers(tmp_path, tiny_sam, tiny_encoder):
         load_proposer(tmp_path / "dino")
 
 
-def test_meta_sam_file_is_refused_clearly(tmp_path):
-    path = tmp_path / "sam_hq_vit_l.pth"
-    torch.save({"image_encoder.blocks.0.attn.qkv.weight": torch.zeros(3, 1),
-                "mask_decoder.hf_token.weight": torch.zeros(1, 1)}, path)
-    with pytest.raises(CheckpointError, match="Meta SAM-HQ checkpoint.*cannot be loaded yet.*Hugging Face"):
-        load_proposer(path)
-    with pytest.raises(CheckpointError, match="not a SAM2 checkpoint.*SAM-HQ"):
+@pytest.mark.parametrize("variant", ["test-tiny", *SAM_VARIANTS])
+@pytest.mark.parametrize("hq", [False, True])
+def test_meta_keys_and_architecture_of_every_official_size(variant, hq):
+    """Renamed to Meta's names and back, every SAM / SAM-HQ size gives the same keys and the same config."""
+    config = sam_test_config(hq) if variant == "test-tiny" else sam_config(variant, hq)
+    with torch.device("meta"):
+        model = (SamHQModel if hq else SamModel)(config)
+    meta = sam_hf_to_meta(model.state_dict())
+    assert ("mask_decoder.hf_token.weight" in meta) == hq and "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix" in meta
+    inferred, hf = sam_meta_to_hf(meta)
+    assert type(inferred) is type(config) and set(hf) == set(model.state_dict())
+    for part in ("vision_config", "prompt_encoder_config", "mask_decoder_config"):
+        want, got = getattr(config, part).to_dict(), getattr(inferred, part).to_dict()
+        assert {k: v for k, v in got.items() if k in want} == want, part
+
+
+def test_meta_file_round_trip(tmp_path, tiny_sam):
+    """A tiny model written in Meta's layout (the inverse key map) loads back equal, with equal outputs."""
+    family, model = tiny_sam
+    path = tmp_path / ("sam_hq_vit_tiny.pth" if family == "sam_hq" else "sam_vit_tiny.pth")
+    torch.save(sam_hf_to_meta(model.state_dict()), path)
+    loaded = load_proposer(path)
+    assert type(loaded) is type(model)
+    assert {k: v.shape for k, v in loaded.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    a, b = make_proposer(model), make_proposer(loaded)
+    image, points = torch.rand(3, 1024, 1024), torch.tensor([[[200.0, 300.0]]])
+    out_a = a.decode(a.encode(image), points, torch.ones(1, 1))
+    out_b = b.decode(b.encode(image), points, torch.ones(1, 1))
+    assert torch.equal(out_a[0], out_b[0]) and torch.equal(out_a[1], out_b[1])
+
+
+def test_meta_file_errors_name_the_problem(tmp_path, tiny_sam):
+    family, model = tiny_sam
+    meta = sam_hf_to_meta(model.state_dict())
+    path = tmp_path / "sam_vit_l.pth"
+    torch.save(meta, path)
+    with pytest.raises(CheckpointError, match="not a SAM2 checkpoint.*Meta SAM"):
         load_sam2(path)
+    missing = dict(meta)
+    del missing["mask_decoder.iou_token.weight"]
+    torch.save(missing, path)
+    with pytest.raises(CheckpointError, match="required key 'mask_decoder.iou_token.weight' is missing"):
+        load_proposer(path)
+    missing = dict(meta)
+    del missing["image_encoder.neck.1.bias"]
+    torch.save(missing, path)
+    with pytest.raises(CheckpointError, match="missing 1 weight.*image_encoder.neck.1.bias"):
+        load_proposer(path)
+    torch.save({**meta, "mask_decoder.extra.weight": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointError, match="match no SAM weight: mask_decoder.extra.weight"):
+        load_proposer(path)
+    torch.save({"cls_token": torch.zeros(1, 1, 8), "patch_embed.proj.weight": torch.zeros(8, 3, 14, 14),
+                "blocks.0.attn.qkv.weight": torch.zeros(24, 8)}, path)
+    with pytest.raises(CheckpointError, match="not a SAM2 checkpoint: it looks like a Meta DINOv2 checkpoint"):
+        load_proposer(path)
 
 
 def test_cli_fill_memory_from_boxes_and_evaluate_with_a_sam_directory(coco_mini, tmp_path, tiny_encoder):

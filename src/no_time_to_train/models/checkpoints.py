@@ -1,10 +1,9 @@
 """Loading the proposer (SAM2, SAM, SAM-HQ) and DINOv2 weights: the one place where a model is chosen.
 
-:func:`load_sam2`, :func:`load_proposer` (SAM2 or, from a Hugging Face directory / hub id, SAM and SAM-HQ) and
-:func:`load_encoder` accept
+:func:`load_sam2`, :func:`load_proposer` (SAM2, SAM or SAM-HQ) and :func:`load_encoder` accept
 
-1. a Meta checkpoint file (``sam2_hiera_large.pt``, ``dinov2_vitl14_pretrain.pth`` ...), whose architecture is
-   inferred from tensor shapes and whose keys are renamed to transformers' names, loaded strictly;
+1. a Meta checkpoint file (``sam2_hiera_large.pt``, ``sam_hq_vit_l.pth``, ``dinov2_vitl14_pretrain.pth`` ...),
+   whose architecture is inferred from tensor shapes and whose keys are renamed to transformers' names, loaded strictly;
 2. a local directory in Hugging Face format (``config.json`` + weights);
 3. a Hugging Face hub id (the defaults), loaded through the normal HF cache; for a SAM2 repo that only holds
    Meta's ``.pt`` the file is downloaded and treated as in 1. Offline (``HF_HUB_OFFLINE=1``, or the hub not
@@ -33,6 +32,7 @@ from ..errors import CheckpointError
 from .dinov2_keys import dinov2_hf_to_meta, dinov2_meta_to_hf, flatten_chunks
 from .keymap import few
 from .sam2_keys import sam2_hf_to_meta, sam2_meta_to_hf
+from .sam_keys import sam_hf_to_meta, sam_meta_to_hf
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -45,6 +45,8 @@ __all__ = [
     "load_sam2",
     "sam2_hf_to_meta",
     "sam2_meta_to_hf",
+    "sam_hf_to_meta",
+    "sam_meta_to_hf",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,8 +60,8 @@ SAM2_HINT = (
 )
 PROPOSER = "SAM2/SAM/SAM-HQ"  # what load_proposer accepts, for messages
 PROPOSER_HINT = SAM2_HINT + (
-    " SAM / SAM-HQ: pass a Hugging Face directory or hub id (e.g. facebook/sam-vit-huge, "
-    "syscv-community/sam-hq-vit-large)."
+    " SAM / SAM-HQ: pass Meta's .pth file (sam_vit_h_4b8939.pth, sam_hq_vit_l.pth ...), a Hugging Face directory "
+    "or a hub id (e.g. facebook/sam-vit-huge, syscv-community/sam-hq-vit-large)."
 )
 ENCODER_HINT = (
     "Download https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth "
@@ -292,14 +294,25 @@ def _sam2_meta_filename(repo_id: str) -> str | None:
     return name.replace("-", "_") + ".pt" if name.lower().startswith("sam2") else None
 
 
+def _sam_from_file(path: Path, sd: dict[str, torch.Tensor], device, dtype) -> SamModel | SamHQModel:
+    """A Meta SAM / SAM-HQ file (its tensors ``sd``) as a ``SamModel`` / ``SamHQModel``."""
+    try:
+        config, hf_sd = sam_meta_to_hf(sd)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model_cls = SamHQModel if config.model_type == "sam_hq" else SamModel
+    model = _instantiate(model_cls, config, hf_sd, path, device, dtype, sd, sam_hf_to_meta)
+    vc = config.vision_config
+    logger.info("loaded %s (ViT width %d, %d blocks) from %s", model_cls.__name__, vc.hidden_size,
+                vc.num_hidden_layers, path)
+    return model
+
+
 def _proposer_from_file(path: Path, family: str, hint: str, device, dtype):
-    """A Meta checkpoint file as a proposer model; only SAM2-family files have a key map so far."""
+    """A Meta checkpoint file as a proposer model: SAM2 / SAM 2.1, or (``load_proposer``) SAM / SAM-HQ."""
     sd = _read_state_dict(path, family, hint)
     if family == PROPOSER and any(k.startswith("image_encoder.blocks.") for k in sd):
-        raise CheckpointError(
-            f"{path} looks like {_describe(sd)}: Meta's SAM / SAM-HQ .pth files cannot be loaded yet. Pass a "
-            "Hugging Face directory or hub id instead (e.g. facebook/sam-vit-huge, syscv-community/sam-hq-vit-large)."
-        )
+        return _sam_from_file(path, sd, device, dtype)
     return _sam2_from_file(path, device, dtype, sd)
 
 
@@ -369,9 +382,10 @@ def load_proposer(
 ) -> Sam2Model | SamModel | SamHQModel:
     """Load a proposer model (SAM2 / SAM 2.1, SAM, SAM-HQ), in eval mode, on ``device``, in ``dtype``, frozen.
 
-    ``source`` is what :func:`load_sam2` takes; a Hugging Face directory or hub id may also hold a ``sam`` or
-    ``sam_hq`` model (e.g. ``facebook/sam-vit-huge``, ``syscv-community/sam-hq-vit-large``). Meta's SAM /
-    SAM-HQ ``.pth`` files are not supported yet (CheckpointError says so). ``None`` means :data:`DEFAULT_SAM2`.
+    ``source`` is what :func:`load_sam2` takes, or Meta's SAM / SAM-HQ files (``sam_vit_h_4b8939.pth``,
+    ``sam_hq_vit_l.pth`` ..., architecture inferred from shapes), or a Hugging Face directory / hub id holding a
+    ``sam`` or ``sam_hq`` model (e.g. ``facebook/sam-vit-huge``, ``syscv-community/sam-hq-vit-large``).
+    ``None`` means :data:`DEFAULT_SAM2`.
     """
     return _load_proposer_model(source, PROPOSER, PROPOSER_HINT, device, dtype)
 

@@ -110,6 +110,25 @@ def sam2_test_config() -> Sam2Config:
     return sam2_config("test-tiny", fpn_hidden_size=32, decoder_mlp_dim=64, decoder_heads=2)
 
 
+# Official SAM / SAM-HQ image encoders: name -> (ViT width, depth, heads, global-attention blocks). All of it can
+# be read off a checkpoint's shapes (see sam_keys.infer_sam_config); the table builds configs without one.
+SAM_VARIANTS: dict[str, tuple[int, int, int, tuple[int, ...]]] = {
+    "vit_b": (768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
+}
+
+
+def sam_config(variant: str, hq: bool = False) -> SamConfig | SamHQConfig:
+    """A transformers config of an official SAM (or SAM-HQ) size: ``vit_b``, ``vit_l`` or ``vit_h``."""
+    hidden, depth, heads, global_blocks = SAM_VARIANTS[variant]
+    vision = dict(hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=heads,
+                  global_attn_indexes=list(global_blocks))
+    if hq:
+        return SamHQConfig(vision_config=vision, mask_decoder_config={"vit_dim": hidden})
+    return SamConfig(vision_config=vision)
+
+
 def sam_test_config(hq: bool = False) -> SamConfig | SamHQConfig:
     """The tiny SAM (or SAM-HQ) used by the tests: a 2-block ViT of width 32 (block 1 global), decoder width 32.
 
