@@ -1,5 +1,6 @@
-"""The proposer role: SAM2, SAM and SAM-HQ behind one interface (models/proposer.py, models/sam.py), their
-loading from Hugging Face directories, and the whole path (references, predict, CLI, app) on tiny SAM / SAM-HQ."""
+"""The proposer role: SAM2, the SAM 3 tracker, SAM and SAM-HQ behind one interface (models/proposer.py,
+models/sam.py), their loading (Hugging Face directories, Meta files), and the whole path (references, predict, CLI,
+app) on tiny random models."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import SamHQModel, SamModel
+from transformers import Sam3TrackerModel, SamHQModel, SamModel
 
 from no_time_to_train import MethodConfig, ReferenceMemory, ReferenceSegmenter
 from no_time_to_train.cli import main
 from no_time_to_train.errors import CheckpointError, InputError
 from no_time_to_train.imageio import load_image
 from no_time_to_train.models.checkpoints import load_proposer, load_sam2
-from no_time_to_train.models.configs import SAM_VARIANTS, sam_config, sam_test_config
+from no_time_to_train.models.configs import SAM_VARIANTS, sam3_tracker_test_config, sam_config, sam_test_config
 from no_time_to_train.models.proposer import Proposer, make_proposer
 from no_time_to_train.models.sam import SamHQProposer, SamProposer
-from no_time_to_train.models.sam2 import Sam2Segmenter
+from no_time_to_train.models.sam2 import Sam2Segmenter, Sam3TrackerProposer
 from no_time_to_train.models.sam_keys import sam_hf_to_meta, sam_meta_to_hf
 from no_time_to_train.prompts import mask_from_prompt
 
@@ -128,11 +129,60 @@ def test_sam_hq_single_mask_is_token_0_plus_hq():
     torch.testing.assert_close(iou, out.iou_scores[0])
 
 
-# ----------------------------------------------------------------------------------------------------- whole path
 def _segmenter(model, tiny_encoder, **overrides):
     return ReferenceSegmenter(sam2=model, encoder=tiny_encoder, config=MethodConfig(points_per_side=4, **overrides))
 
 
+def _tiny_sam3(seed: int = 0):
+    torch.manual_seed(seed)
+    model = Sam3TrackerModel(sam3_tracker_test_config()).eval()
+    with torch.no_grad():  # as _tiny: proposals should pass the 0.4 IoU filter (the head ends in a sigmoid)
+        model.mask_decoder.iou_prediction_head.proj_out.bias.add_(3.0)
+    return model
+
+
+def test_sam3_tracker_shared_decoder_equals_the_models_own():
+    """SAM 3 tracker: SAM2's layout, so the shared-image decoder applies; it equals the model's own forward."""
+    model = _tiny_sam3()
+    fast = make_proposer(model)
+    plain = Sam3TrackerProposer(model, shared_image_decoder=False)
+    assert type(fast) is Sam3TrackerProposer and fast.image_size == 1008 and fast.shared_image_decoder
+    image = torch.rand(3, 1008, 1008)
+    points = torch.tensor([[[100.0, 200.0]], [[900.0, 40.0]], [[504.0, 504.0]]])
+    labels = torch.ones(3, 1, dtype=torch.int32)
+    emb = fast.encode(image, add_no_memory_embedding=True)  # transformers' forward adds it
+    a_logits, a_iou = fast.decode(emb, points, labels)
+    b_logits, b_iou = plain.decode(emb, points, labels)
+    with torch.inference_mode():
+        out = model(pixel_values=fast.pixels(image), input_points=points[None], input_labels=labels[None])
+    assert a_logits.shape == (3, 3, 288, 288) and a_iou.shape == (3, 3)
+    torch.testing.assert_close(a_logits, b_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a_iou, b_iou, rtol=0, atol=1e-6)
+    torch.testing.assert_close(b_logits, out.pred_masks[0])
+    torch.testing.assert_close(b_iou, out.iou_scores[0])
+
+
+def test_sam3_tracker_normalises_with_its_processors_statistics():
+    proposer = make_proposer(_tiny_sam3())
+    image = torch.rand(3, 1008, 1008)
+    torch.testing.assert_close(proposer.pixels(image)[0], (image - 0.5) / 0.5)
+
+
+def test_sam3_tracker_whole_path_needs_its_frame_size(tiny_encoder, coco_mini, tmp_path):
+    model = _tiny_sam3()
+    with pytest.raises(InputError, match="SAM 3 tracker proposer takes 1008² images.*set sam_image_size=1008"):
+        _segmenter(model, tiny_encoder).proposer
+    seg = _segmenter(model, tiny_encoder, sam_image_size=1008)
+    ref = coco_mini / "train2017" / "000000000790.jpg"
+    seg.add_reference(ref, box=(150, 80, 500, 380), category="thing")
+    seg.add_reference(ref, points=[(320, 211, 1)], category="other")
+    det = seg.predict(coco_mini / "val2017" / "000000000139.jpg")
+    assert len(det.scores) > 0 and det.masks.shape[1:] == (426, 640)
+    model.save_pretrained(tmp_path / "sam3")
+    assert type(load_proposer(tmp_path / "sam3")) is Sam3TrackerModel
+
+
+# ----------------------------------------------------------------------------------------------------- whole path
 def test_references_from_mask_box_and_click_then_predict(tiny_sam, tiny_encoder, ref_image, coco_mini):
     family, model = tiny_sam
     seg = _segmenter(model, tiny_encoder)

@@ -136,7 +136,7 @@ class ReferenceSegmenter:
         self.compile = ({} if compile is True else dict(compile)) if compile else None
         self.attn_implementation = attn_implementation
         self._sam2_source, self._encoder_source = sam2, encoder
-        self._proposer: Proposer | None = None
+        self._sam2: Proposer | None = None  # the proposer (historical name: tests and tools set it)
         self._encoder: PatchEncoder | None = None
         self.memory = ReferenceMemory(config=self.config.to_dict())
         if isinstance(memory, ReferenceMemory):
@@ -164,7 +164,7 @@ class ReferenceSegmenter:
     @property
     def proposer(self) -> Proposer:
         """The mask proposer (SAM2 by default; SAM or SAM-HQ when ``sam2`` names one), loaded on first use."""
-        if self._proposer is None:
+        if self._sam2 is None:
             proposer = make_proposer(self._model(self._sam2_source, "sam2"))
             if proposer.image_size != self.config.sam_image_size:
                 raise InputError(
@@ -173,8 +173,8 @@ class ReferenceSegmenter:
                 )
             if self.compile is not None:
                 proposer.compile(**self.compile)
-            self._proposer = proposer
-        return self._proposer
+            self._sam2 = proposer
+        return self._sam2
 
     @property
     def sam2(self) -> Proposer:

@@ -26,7 +26,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from transformers import Dinov2Model, Dinov2WithRegistersModel, PreTrainedModel, Sam2Model, SamHQModel, SamModel
+from transformers import (
+    Dinov2Model,
+    Dinov2WithRegistersModel,
+    PreTrainedModel,
+    Sam2Model,
+    Sam3TrackerModel,
+    SamHQModel,
+    SamModel,
+)
 
 from ..errors import CheckpointError
 from .dinov2_keys import dinov2_hf_to_meta, dinov2_meta_to_hf, flatten_chunks
@@ -58,10 +66,11 @@ SAM2_HINT = (
     "Download https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt "
     f"(or use the hub id {DEFAULT_SAM2} with internet access) and pass it with --sam2 PATH (Python: sam2=PATH)."
 )
-PROPOSER = "SAM2/SAM/SAM-HQ"  # what load_proposer accepts, for messages
+PROPOSER = "SAM2/SAM/SAM-HQ/SAM 3 tracker"  # what load_proposer accepts, for messages
 PROPOSER_HINT = SAM2_HINT + (
-    " SAM / SAM-HQ: pass Meta's .pth file (sam_vit_h_4b8939.pth, sam_hq_vit_l.pth ...), a Hugging Face directory "
-    "or a hub id (e.g. facebook/sam-vit-huge, syscv-community/sam-hq-vit-large)."
+    " SAM / SAM-HQ: Meta's .pth file (sam_vit_h_4b8939.pth, sam_hq_vit_l.pth ...), a Hugging Face directory or a "
+    "hub id (e.g. facebook/sam-vit-huge, syscv-community/sam-hq-vit-large). SAM 3 tracker: a Hugging Face "
+    "directory or hub id of a sam3_tracker model."
 )
 ENCODER_HINT = (
     "Download https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth "
@@ -75,7 +84,7 @@ HUB_PROBE_TIMEOUT = 3.0
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pkl", ".tar")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _SAM2_CLASSES = {"sam2": Sam2Model, "sam2_video": Sam2Model}
-_PROPOSER_CLASSES = {**_SAM2_CLASSES, "sam": SamModel, "sam_hq": SamHQModel}
+_PROPOSER_CLASSES = {**_SAM2_CLASSES, "sam3_tracker": Sam3TrackerModel, "sam": SamModel, "sam_hq": SamHQModel}
 _DINOV2_CLASSES = {"dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel}
 
 
@@ -379,13 +388,14 @@ def load_sam2(
 
 def load_proposer(
     source: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> Sam2Model | SamModel | SamHQModel:
-    """Load a proposer model (SAM2 / SAM 2.1, SAM, SAM-HQ), in eval mode, on ``device``, in ``dtype``, frozen.
+) -> Sam2Model | Sam3TrackerModel | SamModel | SamHQModel:
+    """Load a proposer model (SAM2 / SAM 2.1, SAM 3 tracker, SAM, SAM-HQ), in eval mode, on ``device``, in ``dtype``, frozen.
 
     ``source`` is what :func:`load_sam2` takes, or Meta's SAM / SAM-HQ files (``sam_vit_h_4b8939.pth``,
     ``sam_hq_vit_l.pth`` ..., architecture inferred from shapes), or a Hugging Face directory / hub id holding a
     ``sam`` or ``sam_hq`` model (e.g. ``facebook/sam-vit-huge``, ``syscv-community/sam-hq-vit-large``).
-    ``None`` means :data:`DEFAULT_SAM2`.
+    A Hugging Face directory or hub id may also hold a ``sam3_tracker`` model. ``None`` means
+    :data:`DEFAULT_SAM2`.
     """
     return _load_proposer_model(source, PROPOSER, PROPOSER_HINT, device, dtype)
 

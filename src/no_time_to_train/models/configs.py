@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import Dinov2Config, Dinov2WithRegistersConfig, Sam2Config, SamConfig, SamHQConfig
+from transformers import Dinov2Config, Dinov2WithRegistersConfig, Sam2Config, Sam3TrackerConfig, SamConfig, SamHQConfig
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,19 @@ def sam_test_config(hq: bool = False) -> SamConfig | SamHQConfig:
         return SamHQConfig(vision_config=vision, prompt_encoder_config=prompt,
                            mask_decoder_config={**decoder, "vit_dim": 32})
     return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+def sam3_tracker_test_config() -> Sam3TrackerConfig:
+    """The tiny SAM 3 tracker used by the tests: a 2-block ViT of width 32 in the official 1008² frame
+    (patch 14: 72² embedding, 288² logits), FPN / decoder width 32."""
+    backbone = dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=2, window_size=8, global_attn_indexes=[1], pretrain_image_size=112)
+    return Sam3TrackerConfig(
+        vision_config=dict(model_type="sam3_vision_model", backbone_config=backbone, fpn_hidden_size=32,
+                           backbone_feature_sizes=[[288, 288], [144, 144], [72, 72]]),
+        prompt_encoder_config=dict(hidden_size=32),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+    )
 
 
 def dinov2_config(

@@ -29,7 +29,8 @@ class Proposer(ModelWrapper):
     Subclasses set ``name`` (for messages) and implement :meth:`encode` and :meth:`decode`.
     ``image_mean``/``image_std``: the per-channel statistics of the model's transformers image processor, in
     [0, 1] units. SAM, SAM-HQ and SAM2 all use the ImageNet statistics (Meta's ``pixel_mean``/``pixel_std``
-    ``(123.675, 116.28, 103.53)``/``(58.395, 57.12, 57.375)`` in 0-255 units are the same numbers times 255).
+    ``(123.675, 116.28, 103.53)``/``(58.395, 57.12, 57.375)`` in 0-255 units are the same numbers times 255);
+    the SAM 3 tracker uses 0.5 / 0.5.
     """
 
     name = "proposer"
@@ -117,17 +118,28 @@ class Proposer(ModelWrapper):
 
 
 #: transformers ``model_type`` -> the proposer family that wraps it.
-PROPOSER_TYPES = {"sam2": "sam2", "sam2_video": "sam2", "sam": "sam", "sam_hq": "sam_hq"}
+PROPOSER_TYPES = {
+    "sam2": "sam2",
+    "sam2_video": "sam2",
+    "sam3_tracker": "sam3_tracker",
+    "sam": "sam",
+    "sam_hq": "sam_hq",
+}
 
 
 def make_proposer(model: torch.nn.Module) -> Proposer:
-    """The proposer wrapping ``model`` (a transformers ``Sam2Model``, ``SamModel`` or ``SamHQModel``)."""
+    """The proposer wrapping ``model`` (a transformers ``Sam2Model``, ``Sam3TrackerModel``, ``SamModel`` or
+    ``SamHQModel``)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     family = PROPOSER_TYPES.get(model_type)
     if family == "sam2":
         from .sam2 import Sam2Segmenter
 
         return Sam2Segmenter(model)
+    if family == "sam3_tracker":
+        from .sam2 import Sam3TrackerProposer
+
+        return Sam3TrackerProposer(model)
     if family == "sam":
         from .sam import SamProposer
 
@@ -137,6 +149,6 @@ def make_proposer(model: torch.nn.Module) -> Proposer:
 
         return SamHQProposer(model)
     raise CheckpointError(
-        f"a {type(model).__name__} (model_type {model_type!r}) cannot propose masks; give a SAM2, SAM or SAM-HQ "
-        "model (Sam2Model, SamModel, SamHQModel)"
+        f"a {type(model).__name__} (model_type {model_type!r}) cannot propose masks; give a SAM2, SAM 3 tracker, "
+        "SAM or SAM-HQ model (Sam2Model, Sam3TrackerModel, SamModel, SamHQModel)"
     )

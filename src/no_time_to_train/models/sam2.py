@@ -1,4 +1,5 @@
-"""SAM2 as the method uses it: one image encoding, then batches of prompts through the mask decoder.
+"""SAM2 (and the SAM 3 tracker, which shares its decoder) as the method uses it: one image encoding, then batches
+of prompts through the mask decoder.
 
 Frames: prompts are pixel coordinates in the SAM frame (the image squashed to ``image_size``², 1024²).
 Mask logits come out at the low-res grid, ``4 * image_size / 16`` = 256².
@@ -161,6 +162,18 @@ class Sam2Segmenter(Proposer):
         masks = (hyper_in @ up.view(b, c8, hh * ww)).view(b, -1, hh, ww)
         iou_pred = dec.iou_prediction_head(iou_token_out)
         return masks[:, 1:], iou_pred[:, 1:]
+
+
+class Sam3TrackerProposer(Sam2Segmenter):
+    """The SAM 3 tracker (transformers ``Sam3TrackerModel``): SAM2's prompt encoder and mask decoder on SAM 3's
+    ViT, in a 1008² frame (72² embedding, 288² logits), normalised with mean 0.5 and std 0.5 (its processor's).
+
+    Its module layout is SAM2's, so the shared-image decoder applies unchanged.
+    """
+
+    name = "SAM 3 tracker"
+    image_mean = (0.5, 0.5, 0.5)
+    image_std = (0.5, 0.5, 0.5)
 
 
 def _attend(attn, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: int) -> torch.Tensor:
