@@ -97,7 +97,7 @@ class ReferenceSegmenter:
 
     sam2, encoder: a Meta checkpoint file, a Hugging Face directory, a hub id, or an already-built
         transformers model; ``None`` picks the paper's models (SAM2 Hiera-L 2.0, DINOv2 ViT-L/14).
-        ``sam2`` names the proposer: SAM2 / SAM 2.1, or (a directory, hub id or model) SAM or SAM-HQ.
+        ``sam2`` names the proposer: SAM2 / SAM 2.1, SAM, SAM-HQ or the SAM 3 tracker (README, "Model weights").
         Models are loaded on first use: building a memory from masks never loads the proposer. A model loaded
         from a file or id is shared by every segmenter of the process asking for the same weights,
         device, dtype and attention implementation (it is loaded once).
@@ -108,8 +108,8 @@ class ReferenceSegmenter:
     ``benchmarks/RESULTS.md`` for how much:
         autocast: ``"bf16"`` / ``"fp16"`` runs the three model forwards under ``torch.autocast`` (weights
             stay in ``dtype``; scoring, NMS and merging stay in fp32). Meant for CUDA.
-        compile: ``True`` (or a dict of ``torch.compile`` keyword arguments) compiles the SAM2 image
-            encoder, the mask decoder and DINOv2 on first use.
+        compile: ``True`` (or a dict of ``torch.compile`` keyword arguments) compiles the SAM2 (or SAM 3
+            tracker) image encoder, the mask decoder and DINOv2 on first use (SAM and SAM-HQ run uncompiled).
         attn_implementation: a transformers attention backend for both models (``"sdpa"``, ``"eager"``,
             ``"flash_attention_2"`` ...); ``None`` keeps the models' own (transformers' default is SDPA).
     """
@@ -163,7 +163,7 @@ class ReferenceSegmenter:
 
     @property
     def proposer(self) -> Proposer:
-        """The mask proposer (SAM2 by default; SAM or SAM-HQ when ``sam2`` names one), loaded on first use."""
+        """The mask proposer (SAM2 by default; whichever family ``sam2`` names), loaded on first use."""
         if self._sam2 is None:
             proposer = make_proposer(self._model(self._sam2_source, "sam2"))
             if proposer.image_size != self.config.sam_image_size:
@@ -236,7 +236,7 @@ class ReferenceSegmenter:
         return rows
 
     def reference_mask(self, image: ImageLike, *, box=None, points=None, name: str = "reference") -> np.ndarray:
-        """The ``(H, W)`` bool mask SAM2 makes for a box or clicks on ``image`` (what box/point references use)."""
+        """The ``(H, W)`` bool mask the proposer makes for a box or clicks on ``image`` (what box/point references use)."""
         return mask_from_prompt(self.proposer, load_image(image), box=box, points=points, name=name)[0]
 
     def encode_references(self, items: Sequence[dict], batch_size: int = 8):
