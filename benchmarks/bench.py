@@ -191,9 +191,9 @@ def make_segmenter(sam2, encoder, args, config: MethodConfig, memory=None, **kwa
     hf_decoder = kwargs.pop("_hf_decoder", False)
     seg = ReferenceSegmenter(sam2=sam2, encoder=encoder, device=args.device, dtype=args.dtype, config=config,
                              memory=memory, **kwargs)
-    seg.sam2, seg.encoder  # load now (model loading is not part of the per-image figures)
+    seg.proposer, seg.encoder  # load now (model loading is not part of the per-image figures)
     if hf_decoder:
-        seg.sam2.shared_image_decoder = False
+        seg.proposer.shared_image_decoder = False
     return seg
 
 
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
                f"{args.dtype}, {args.points_per_side}x{args.points_per_side} prompts")
     print(f"{setting}: {len(images)} images, memory of {len(faithful.memory)} references ({', '.join(faithful.categories)})")
 
-    models = (faithful.sam2.model, faithful.encoder.model)
+    models = (faithful.proposer.model, faithful.encoder.model)
     orig_attn = {id(m): m.config._attn_implementation for m in models}
 
     def activate(seg: ReferenceSegmenter) -> None:
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
             report_modes[mode] = {"skipped": skip, "options": kwargs, "config_overrides": overrides}
             continue
         try:
-            modes[mode] = make_segmenter(sam2 if isinstance(sam2, torch.nn.Module) else faithful.sam2.model,
+            modes[mode] = make_segmenter(sam2 if isinstance(sam2, torch.nn.Module) else faithful.proposer.model,
                                          encoder if isinstance(encoder, torch.nn.Module) else faithful.encoder.model,
                                          args, config.replace(**overrides), memory=faithful.memory, **kwargs)
             report_modes[mode] = {"options": {k: v for k, v in kwargs.items()}, "config_overrides": overrides}

@@ -29,7 +29,7 @@ def probe_decoder(seg: ReferenceSegmenter, image: Path, sizes=(8, 32), repeats: 
     res: dict = {"shared_image": {}, "transformers": {}}
     for rep in range(repeats + 1):  # the first round warms up
         for name, shared in (("shared_image", True), ("transformers", False)):
-            seg.sam2.shared_image_decoder = shared
+            seg.proposer.shared_image_decoder = shared
             for b in sizes:
                 base = rss_bytes()
                 reset_peak_rss()
@@ -38,7 +38,7 @@ def probe_decoder(seg: ReferenceSegmenter, image: Path, sizes=(8, 32), repeats: 
                     torch.cuda.reset_peak_memory_stats(seg.device)
                     cbase = torch.cuda.memory_allocated(seg.device)
                 t0 = time.perf_counter()
-                seg.sam2.decode(emb, pts[:b, None], torch.ones(b, 1, dtype=torch.int32))
+                seg.proposer.decode(emb, pts[:b, None], torch.ones(b, 1, dtype=torch.int32))
                 if cuda:
                     torch.cuda.synchronize(seg.device)
                 dt = time.perf_counter() - t0
@@ -50,7 +50,7 @@ def probe_decoder(seg: ReferenceSegmenter, image: Path, sizes=(8, 32), repeats: 
                 if cuda:
                     entry["cuda_delta"] = max(entry.get("cuda_delta", 0),
                                               torch.cuda.max_memory_allocated(seg.device) - cbase)
-    seg.sam2.shared_image_decoder = True
+    seg.proposer.shared_image_decoder = True
     lo, hi = (str(b) for b in sizes)
     key = "cuda_delta" if cuda else "rss_delta"
     return {name: {"batches": v, "bytes_per_prompt": (v[hi][key] - v[lo][key]) / (sizes[1] - sizes[0])}

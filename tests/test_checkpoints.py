@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import Dinov2Model, Dinov2WithRegistersModel, Sam2Model
+from transformers import Dinov2Model, Dinov2WithRegistersModel, Sam2Model, SamHQModel, SamModel
 
 from no_time_to_train.errors import CheckpointError
-from no_time_to_train.models import dinov2_keys, sam2_keys
+from no_time_to_train.models import dinov2_keys, sam2_keys, sam_keys
 from no_time_to_train.models.checkpoints import (
     DEFAULT_ENCODER,
     DEFAULT_SAM2,
@@ -25,11 +25,14 @@ from no_time_to_train.models.checkpoints import (
 from no_time_to_train.models.configs import (
     DINOV2_VARIANTS,
     SAM2_VARIANTS,
+    SAM_VARIANTS,
     HieraSpec,
     dinov2_config,
     dinov2_config_for,
     sam2_config,
     sam2_test_config,
+    sam_config,
+    sam_test_config,
 )
 from no_time_to_train.models.keymap import KeyMap
 
@@ -208,6 +211,9 @@ def _official_state_dicts(kind):
     """State dicts (meta tensors) of every official SAM2 trunk or DINOv2 size, plus the tiny test configs."""
     if kind == "sam2":
         configs = [(Sam2Model, sam2_config(v)) for v in SAM2_VARIANTS] + [(Sam2Model, sam2_test_config())]
+    elif kind == "sam":
+        configs = [(SamHQModel if hq else SamModel, c) for hq in (False, True)
+                   for c in [sam_test_config(hq), *(sam_config(v, hq) for v in SAM_VARIANTS)]]
     else:
         configs = [
             (Dinov2WithRegistersModel if r else Dinov2Model, dinov2_config(v, num_register_tokens=r))
@@ -223,12 +229,14 @@ def _names(keys):
     return {".".join(parts[:n]) for k in keys for parts in [k.split(".")] for n in range(1, len(parts) + 1)}
 
 
-@pytest.mark.parametrize("kind", ["sam2", "dinov2"])
+@pytest.mark.parametrize("kind", ["sam2", "sam", "dinov2"])
 def test_key_tables_invert_and_have_no_dead_rule(kind):
     """A key table is written once and its inverse generated: on every key of every official model size, the
     inverse undoes the renaming in both directions (so no two keys share a name), and every rule is used."""
     if kind == "sam2":
-        tables, fused, to_meta = [sam2_keys._KEYS, sam2_keys._MLPS], (), sam2_hf_to_meta
+        tables, fused, to_meta = [sam2_keys._KEYS, sam2_keys._MLPS.prefixes], (), sam2_hf_to_meta
+    elif kind == "sam":
+        tables, fused, to_meta = [sam_keys._KEYS, sam_keys._MLPS.prefixes], (), sam_keys.sam_hf_to_meta
     else:
         tables, fused, to_meta = [dinov2_keys._KEYS], dinov2_keys._FUSED, dinov2_hf_to_meta
     used = set()

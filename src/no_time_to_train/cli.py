@@ -29,8 +29,10 @@ log = logging.getLogger("no_time_to_train")
 # -- argument helpers -------------------------------------------------------------------------------------
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and hardware")
-    g.add_argument("--sam2", default=None, help="SAM2 checkpoint: Meta .pt file, HF directory or hub id "
-                   "(default: facebook/sam2-hiera-large, the paper's SAM 2.0 Hiera-L)")
+    g.add_argument("--sam2", "--proposer", dest="sam2", default=None, metavar="PATH|ID",
+                   help="the mask proposer: SAM2 / SAM 2.1, SAM or SAM-HQ (Meta checkpoint file, HF directory or hub "
+                   "id), or a SAM 3 tracker (HF directory or hub id; needs --sam-image-size 1008) (default: "
+                   "facebook/sam2-hiera-large, the paper's SAM 2.0 Hiera-L)")
     g.add_argument("--encoder", default=None, help="DINOv2 checkpoint: Meta .pth file, HF directory or hub id "
                    "(default: facebook/dinov2-large, ViT-L/14)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available; "
@@ -137,7 +139,7 @@ def _segmenter(args, dist, memory=None, need_sam2=True):
                              config=config, memory=memory)
     seg.encoder
     if need_sam2:
-        seg.sam2
+        seg.proposer
     return seg
 
 

@@ -53,7 +53,7 @@ class MethodConfig:
             ``"pooled"`` weights every foreground patch of all references equally.
 
     Proposals (METHOD.md 5.3)
-        sam_image_size: SAM2 input side; targets are squashed to it.
+        sam_image_size: the proposer's input side (1024; 1008 for the SAM 3 tracker); targets are squashed to it.
         points_per_side: the point grid is ``points_per_side**2`` prompts.
         point_grid: *quirk* ``"border"`` = linspace(0, S-1, n) + 0.5 (includes the borders, the paper);
             ``"centered"`` = SAM's automatic-mask-generator grid ``(i + 0.5) / n * S``.

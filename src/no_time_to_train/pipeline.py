@@ -70,7 +70,7 @@ def fill_memory(
         record = {}
         if from_boxes:  # decode once: the array serves SAM2's box prompt and the reference crop
             image = load_image(image)
-            mask, fell_back = mask_from_box(seg.sam2, image, (x, y, x + w, y + h), name=f"reference {key}")
+            mask, fell_back = mask_from_box(seg.proposer, image, (x, y, x + w, y + h), name=f"reference {key}")
             if fell_back:
                 record["mask"] = "box-rectangle"
         else:

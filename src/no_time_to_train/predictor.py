@@ -30,7 +30,7 @@ from .matching import (
 )
 from .memory import ReferenceMemory
 from .models.dinov2 import PatchEncoder
-from .models.sam2 import Sam2Segmenter, SamImageEmbedding
+from .models.proposer import Proposer, make_proposer
 from .prompts import mask_from_prompt
 from .references import encode_references, prepare_reference
 from .transforms import resize_for_encoder, squash_for_sam
@@ -72,7 +72,7 @@ def _jsonable(value):
 
 @dataclass
 class Proposals:
-    """SAM2 proposals that passed the IoU filter: logits ``(N, h, w)`` and predicted IoUs ``(N,)``."""
+    """Proposals (the proposer's masks) that passed the IoU filter: logits ``(N, h, w)`` and predicted IoUs ``(N,)``."""
 
     logits: torch.Tensor
     iou: torch.Tensor
@@ -97,7 +97,8 @@ class ReferenceSegmenter:
 
     sam2, encoder: a Meta checkpoint file, a Hugging Face directory, a hub id, or an already-built
         transformers model; ``None`` picks the paper's models (SAM2 Hiera-L 2.0, DINOv2 ViT-L/14).
-        Models are loaded on first use: building a memory from masks never loads SAM2. A model loaded
+        ``sam2`` names the proposer: SAM2 / SAM 2.1, SAM, SAM-HQ or the SAM 3 tracker (README, "Model weights").
+        Models are loaded on first use: building a memory from masks never loads the proposer. A model loaded
         from a file or id is shared by every segmenter of the process asking for the same weights,
         device, dtype and attention implementation (it is loaded once).
     device, dtype: where and in which precision the models run (fp32 is the paper's setting).
@@ -107,8 +108,8 @@ class ReferenceSegmenter:
     ``benchmarks/RESULTS.md`` for how much:
         autocast: ``"bf16"`` / ``"fp16"`` runs the three model forwards under ``torch.autocast`` (weights
             stay in ``dtype``; scoring, NMS and merging stay in fp32). Meant for CUDA.
-        compile: ``True`` (or a dict of ``torch.compile`` keyword arguments) compiles the SAM2 image
-            encoder, the mask decoder and DINOv2 on first use.
+        compile: ``True`` (or a dict of ``torch.compile`` keyword arguments) compiles the SAM2 (or SAM 3
+            tracker) image encoder, the mask decoder and DINOv2 on first use (SAM and SAM-HQ run uncompiled).
         attn_implementation: a transformers attention backend for both models (``"sdpa"``, ``"eager"``,
             ``"flash_attention_2"`` ...); ``None`` keeps the models' own (transformers' default is SDPA).
     """
@@ -135,7 +136,7 @@ class ReferenceSegmenter:
         self.compile = ({} if compile is True else dict(compile)) if compile else None
         self.attn_implementation = attn_implementation
         self._sam2_source, self._encoder_source = sam2, encoder
-        self._sam2: Sam2Segmenter | None = None
+        self._sam2: Proposer | None = None  # the proposer (historical name: tests and tools set it)
         self._encoder: PatchEncoder | None = None
         self.memory = ReferenceMemory(config=self.config.to_dict())
         if isinstance(memory, ReferenceMemory):
@@ -153,7 +154,7 @@ class ReferenceSegmenter:
             if model is None:
                 from .models import checkpoints
 
-                load = checkpoints.load_sam2 if kind == "sam2" else checkpoints.load_encoder
+                load = checkpoints.load_proposer if kind == "sam2" else checkpoints.load_encoder
                 model = load(src, device=self.device, dtype=self.dtype)
                 _LOADED[key] = model
         if self.attn_implementation and model.config._attn_implementation != self.attn_implementation:
@@ -161,12 +162,24 @@ class ReferenceSegmenter:
         return model
 
     @property
-    def sam2(self) -> Sam2Segmenter:
+    def proposer(self) -> Proposer:
+        """The mask proposer (SAM2 by default; whichever family ``sam2`` names), loaded on first use."""
         if self._sam2 is None:
-            self._sam2 = Sam2Segmenter(self._model(self._sam2_source, "sam2"))
+            proposer = make_proposer(self._model(self._sam2_source, "sam2"))
+            if proposer.image_size != self.config.sam_image_size:
+                raise InputError(
+                    f"the {proposer.name} proposer takes {proposer.image_size}² images but the config's "
+                    f"sam_image_size is {self.config.sam_image_size}; set sam_image_size={proposer.image_size}"
+                )
             if self.compile is not None:
-                self._sam2.compile(**self.compile)
+                proposer.compile(**self.compile)
+            self._sam2 = proposer
         return self._sam2
+
+    @property
+    def sam2(self) -> Proposer:
+        """The proposer under its historical name (whatever its family)."""
+        return self.proposer
 
     @property
     def encoder(self) -> PatchEncoder:
@@ -223,8 +236,8 @@ class ReferenceSegmenter:
         return rows
 
     def reference_mask(self, image: ImageLike, *, box=None, points=None, name: str = "reference") -> np.ndarray:
-        """The ``(H, W)`` bool mask SAM2 makes for a box or clicks on ``image`` (what box/point references use)."""
-        return mask_from_prompt(self.sam2, load_image(image), box=box, points=points, name=name)[0]
+        """The ``(H, W)`` bool mask the proposer makes for a box or clicks on ``image`` (what box/point references use)."""
+        return mask_from_prompt(self.proposer, load_image(image), box=box, points=points, name=name)[0]
 
     def encode_references(self, items: Sequence[dict], batch_size: int = 8):
         """Reference vectors without touching the memory.
@@ -247,7 +260,7 @@ class ReferenceSegmenter:
             if prompts == ["mask"]:
                 mask = load_mask(item["mask"], image.shape[:2], name=f"mask of {name}")
             else:
-                mask, iou = mask_from_prompt(self.sam2, image, box=item.get("box"), points=item.get("points"), name=name)
+                mask, iou = mask_from_prompt(self.proposer, image, box=item.get("box"), points=item.get("points"), name=name)
                 src.update(prompt=prompts[0], prompt_value=_jsonable(item[prompts[0]]), sam2_iou=round(iou, 4))
                 if prompts == ["box"] and crop_box is None:
                     crop_box = tuple(float(v) for v in item["box"])
@@ -286,18 +299,18 @@ class ReferenceSegmenter:
         """The target squashed to the SAM frame: ``(3, S, S)`` in [0, 1] (PIL bicubic, METHOD.md 5.1)."""
         return squash_for_sam(image, self.config.sam_image_size)
 
-    def encode_sam(self, t_sam: torch.Tensor) -> SamImageEmbedding:
-        """SAM2 image embedding of the squashed target (one Hiera pass)."""
+    def encode_sam(self, t_sam: torch.Tensor):
+        """The proposer's image embedding of the squashed target (one image-encoder pass)."""
         with self._autocast():
-            return self.sam2.encode(t_sam, self.config.add_no_memory_embedding)
+            return self.proposer.encode(t_sam, self.config.add_no_memory_embedding)
 
     def encode_features(self, t_sam: torch.Tensor) -> torch.Tensor:
         """DINOv2 patch tokens ``(G*G, D)`` float32 of the squashed target resized to 518²."""
         with self._autocast():
             return self.encoder.patch_tokens(resize_for_encoder(t_sam, self.config.encoder_size)[None])[0]
 
-    def encode_target(self, image: np.ndarray) -> tuple[SamImageEmbedding, torch.Tensor]:
-        """SAM2 embedding of the squashed image and DINOv2 tokens ``(G*G, D)`` of its 518² resize."""
+    def encode_target(self, image: np.ndarray) -> tuple[Any, torch.Tensor]:
+        """The proposer's embedding of the squashed image and DINOv2 tokens ``(G*G, D)`` of its 518² resize."""
         t_sam = self.to_sam_frame(image)
         return self.encode_sam(t_sam), self.encode_features(t_sam)
 
@@ -315,7 +328,7 @@ class ReferenceSegmenter:
             raise InputError("prompt_mode='guided' needs the target's DINOv2 tokens and the prototypes")
         return guided_points(tokens, prototypes.to(tokens.device), cfg.guided_points, cfg.sam_image_size)
 
-    def propose(self, emb: SamImageEmbedding, tokens: torch.Tensor | None = None,
+    def propose(self, emb: Any, tokens: torch.Tensor | None = None,
                 prototypes: torch.Tensor | None = None) -> Proposals:
         """Decode the prompts in batches; keep the best token per prompt if its predicted IoU passes.
 
@@ -328,7 +341,7 @@ class ReferenceSegmenter:
         for start in range(0, len(points), batch):  # every prompt, including a last partial batch
             pts = points[start : start + batch, None, :]
             with self._autocast():
-                logits, iou = self.sam2.decode(emb, pts, torch.ones(len(pts), 1, dtype=torch.int32))
+                logits, iou = self.proposer.decode(emb, pts, torch.ones(len(pts), 1, dtype=torch.int32))
             logits, iou = select_best_token(logits.float(), iou.float(), cfg.multimask_tokens)
             keep = iou > cfg.iou_threshold
             kept_logits.append(logits[keep])
@@ -341,7 +354,7 @@ class ReferenceSegmenter:
             return int(bs)
         from .resources import auto_point_batch_size
 
-        return auto_point_batch_size(self.sam2, self.device, dtype=self.autocast)
+        return auto_point_batch_size(self.proposer, self.device, dtype=self.autocast)
 
     def predict(self, image: ImageLike) -> Detections:
         """Find every instance of the memory's categories in ``image`` (path, PIL image or array)."""

@@ -1,9 +1,10 @@
-"""Masks from boxes and clicks: SAM2 prompted on a reference image (the references' own mask maker).
+"""Masks from boxes and clicks: the proposer prompted on a reference image (the references' own mask maker).
 
-The original converts boxes to masks with a second model (SAM v1 ViT-H, single-mask output). Here the SAM2
-already loaded does it. Frames: boxes and points are given in original image pixels and mapped to the SAM
-frame (the image squashed to ``S``²); the chosen low-res mask is upsampled straight back to ``(H, W)``.
-Dataset boxes whose SAM2 mask comes out empty become the filled box (:func:`mask_from_box`), as in the original.
+The original converts boxes to masks with a second model (SAM v1 ViT-H, single-mask output). Here the
+proposer already loaded (SAM2 by default) does it. Frames: boxes and points are given in original image
+pixels and mapped to the SAM frame (the image squashed to ``S``²); the chosen low-res mask is upsampled
+straight back to ``(H, W)``.
+Dataset boxes whose mask comes out empty become the filled box (:func:`mask_from_box`), as in the original.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from .errors import InputError
 from .matching import select_best_token, upsample_masks
-from .models.sam2 import Sam2Segmenter
+from .models.proposer import Proposer
 from .transforms import squash_for_sam
 
 
@@ -64,25 +65,25 @@ def box_rectangle_mask(box: Sequence[float], hw: tuple[int, int]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _prompt_mask(sam2: Sam2Segmenter, image: np.ndarray, box, points, name: str) -> tuple[np.ndarray, float]:
-    """SAM2's ``(H, W)`` bool mask (possibly empty) and predicted IoU; see :func:`mask_from_prompt`."""
+def _prompt_mask(proposer: Proposer, image: np.ndarray, box, points, name: str) -> tuple[np.ndarray, float]:
+    """The proposer's ``(H, W)`` bool mask (possibly empty) and predicted IoU; see :func:`mask_from_prompt`."""
     if (box is None) == (points is None):
         raise InputError(f"{name}: give exactly one of box or points")
     hw = image.shape[:2]
-    size = sam2.image_size
+    size = proposer.image_size
     sx, sy = size / hw[1], size / hw[0]
-    emb = sam2.encode(squash_for_sam(image, size), add_no_memory_embedding=True)
+    emb = proposer.encode(squash_for_sam(image, size), add_no_memory_embedding=True)
     if box is not None:
         x0, y0, x1, y1 = check_box(box, hw, name)
         boxes = torch.tensor([[x0 * sx, y0 * sy, x1 * sx, y1 * sy]], dtype=torch.float32)
-        logits, iou = sam2.decode(emb, boxes=boxes, multimask=False)
+        logits, iou = proposer.decode(emb, boxes=boxes, multimask=False)
         logits, iou = logits[:, 0], iou[:, 0]
     else:
         arr = check_points(points, hw, name)
         pts = torch.tensor(arr[:, :2] * [sx, sy], dtype=torch.float32)[None]
         labels = torch.tensor(arr[:, 2], dtype=torch.int32)[None]
         multimask = len(arr) == 1
-        logits, iou = sam2.decode(emb, pts, labels, multimask=multimask)
+        logits, iou = proposer.decode(emb, pts, labels, multimask=multimask)
         if multimask:
             logits, iou = select_best_token(logits.float(), iou.float())
         else:
@@ -91,35 +92,37 @@ def _prompt_mask(sam2: Sam2Segmenter, image: np.ndarray, box, points, name: str)
 
 
 def mask_from_prompt(
-    sam2: Sam2Segmenter,
+    proposer: Proposer,
     image: np.ndarray,
     box: Sequence[float] | None = None,
     points: Sequence[Sequence[float]] | None = None,
     name: str = "reference",
 ) -> tuple[np.ndarray, float]:
-    """SAM2's mask for a box or clicks on ``image (H, W, 3) uint8``: ``(H, W)`` bool and its predicted IoU.
+    """The proposer's mask for a box or clicks on ``image (H, W, 3) uint8``: ``(H, W)`` bool and its
+    predicted IoU.
 
-    A box uses SAM2's single-mask output (as the original's box-to-mask step). Clicks: one click takes the
+    A box uses the single-mask output (as the original's box-to-mask step). Clicks: one click takes the
     best of the three multimask outputs by predicted IoU (a single click is ambiguous); several clicks use
-    the single-mask output. The stock SAM2 image predictor adds ``no_memory_embedding``; so does this step.
+    the single-mask output. The stock SAM2 image predictor adds ``no_memory_embedding``; so does this step
+    (for SAM2-family proposers; the others have no such embedding).
     An empty mask is an InputError (an interactive prompt should be redone; datasets use :func:`mask_from_box`).
     """
-    mask, iou = _prompt_mask(sam2, image, box, points, name)
+    mask, iou = _prompt_mask(proposer, image, box, points, name)
     if not mask.any():
-        raise InputError(f"{name}: SAM2 found no object for this prompt; give a mask or a tighter box")
+        raise InputError(f"{name}: {proposer.name} found no object for this prompt; give a mask or a tighter box")
     return mask, iou
 
 
-def mask_from_box(sam2: Sam2Segmenter, image: np.ndarray, box: Sequence[float],
+def mask_from_box(proposer: Proposer, image: np.ndarray, box: Sequence[float],
                   name: str = "annotation") -> tuple[np.ndarray, bool]:
     """A dataset box ``(x0, y0, x1, y1)`` (original pixels) made a mask: ``(H, W)`` bool and ``fell_back``.
 
-    SAM2's single-mask output for the box; where that mask is empty, the filled box rectangle clipped to the
+    The proposer's single-mask output for the box; where that mask is empty, the filled box rectangle clipped to the
     image (:func:`box_rectangle_mask`) with ``fell_back = True``, as the authors' box-to-mask step does (it
-    also falls back when its mask has only degenerate contours; a non-empty SAM2 mask is kept here).
+    also falls back when its mask has only degenerate contours; a non-empty mask is kept here).
     Callers count the fallbacks and say how many there were.
     """
-    mask, _ = _prompt_mask(sam2, image, box, None, name)
+    mask, _ = _prompt_mask(proposer, image, box, None, name)
     if mask.any():
         return mask, False
     return box_rectangle_mask(box, image.shape[:2]), True

@@ -165,7 +165,7 @@ def pseudo_masks(seg, dataset: CocoDataset, out_json: Path, quiet: bool = False)
             a = dict(a)
             x, y, w, h = a["bbox"]
             if not a.get("iscrowd") and w > 0 and h > 0:
-                mask, empty = mask_from_box(seg.sam2, image, (x, y, x + w, y + h),
+                mask, empty = mask_from_box(seg.proposer, image, (x, y, x + w, y + h),
                                             name=f"annotation {a['id']} of {dataset.json_path or 'the dataset'}")
                 a["segmentation"] = encode_rle(mask)
                 prompted += 1

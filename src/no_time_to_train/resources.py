@@ -34,18 +34,21 @@ def available_memory(device: torch.device) -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def decoder_bytes_per_prompt(sam2, dtype: torch.dtype | None = None) -> float:
-    """Estimated peak bytes per prompt of the mask decoder, scaled by its width and the element size.
+def decoder_bytes_per_prompt(proposer, dtype: torch.dtype | None = None) -> float:
+    """Estimated peak bytes per prompt of the proposer's mask decoder, scaled by its width and the element size.
 
-    ``dtype``: the precision the decoder computes in (autocast); defaults to the model's.
+    ``proposer``: a :class:`~no_time_to_train.models.proposer.Proposer`. ``dtype``: the precision the decoder
+    computes in (autocast); defaults to the model's. The figure is SAM2's shared-image decoder's; SAM and
+    SAM-HQ run transformers' own decoder, which copies the image per prompt (for SAM2 that copying decoder
+    measured about 1.4x; SAM's was not measured), still inside free memory at the default ``fraction`` 0.5.
     """
-    width = int(sam2.model.config.mask_decoder_config.hidden_size)
-    elem = torch.finfo(dtype or sam2.dtype).bits // 8
+    width = proposer.decoder_width
+    elem = torch.finfo(dtype or proposer.dtype).bits // 8
     return _BYTES_PER_PROMPT_FP32_256 * (width / 256) * (elem / 4)
 
 
 def auto_point_batch_size(
-    sam2, device: torch.device, fraction: float = 0.5, cap: int | None = None, dtype: torch.dtype | None = None
+    proposer, device: torch.device, fraction: float = 0.5, cap: int | None = None, dtype: torch.dtype | None = None
 ) -> int:
     """Largest decoder batch using at most ``fraction`` of free memory, between 1 and ``cap``.
 
@@ -55,5 +58,5 @@ def auto_point_batch_size(
     device = torch.device(device)
     if cap is None:
         cap = CUDA_BATCH_CAP if device.type == "cuda" else CPU_BATCH_CAP
-    per_prompt = decoder_bytes_per_prompt(sam2, dtype)
+    per_prompt = decoder_bytes_per_prompt(proposer, dtype)
     return max(1, min(cap, int(available_memory(device) * fraction // per_prompt)))

@@ -23,10 +23,11 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """ImageNet normalisation of ``(..., 3, h, w)`` values in [0, 1] (used for both SAM2 and DINOv2)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
+def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """Per-channel normalisation of ``(..., 3, h, w)`` values in [0, 1]; ImageNet statistics by default (SAM,
+    SAM2 and DINOv2 all use them)."""
+    mean = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x - mean) / std
 
 

@@ -366,10 +366,10 @@ def serve(args) -> int:
         check_models(sam2=args.sam2, encoder=args.encoder)  # both missing models named at once, before loading
         seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
                                  config=config, memory=args.memory)
-        log.info("loading the models (SAM2 %s, encoder %s) on %s", args.sam2 or "default",
+        log.info("loading the models (proposer %s, encoder %s) on %s", args.sam2 or "default",
                  args.encoder or "default", device)
         seg.encoder  # a bad checkpoint, or a memory from another encoder, fails now rather than in the page
-        seg.sam2
+        seg.proposer
         demo = build_app(seg, workdir=args.workdir, autosave=True)
         ws = demo.workspace
         if args.fresh:

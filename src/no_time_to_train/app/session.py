@@ -101,8 +101,8 @@ class Result:
 
 
 class _CachedEncoder:
-    """A ``Sam2Segmenter`` look-alike that keeps the last image embedding, so that clicks on the same
-    reference image run only SAM2's prompt encoder and mask decoder, not the image encoder again."""
+    """A proposer look-alike that keeps the last image embedding, so that clicks on the same reference
+    image run only the proposer's prompt encoder and mask decoder, not the image encoder again."""
 
     def __init__(self, sam2):
         self._sam2 = sam2
@@ -346,12 +346,12 @@ class Workspace:
         return draft
 
     def _prompt_sam2(self, image: np.ndarray, **prompt) -> tuple[np.ndarray, float | None]:
-        """SAM2's mask for the prompt, re-using the image embedding across clicks on the same image."""
+        """The proposer's mask for the prompt, re-using the image embedding across clicks on the same image."""
         try:
             from ..prompts import mask_from_prompt
         except ImportError:  # pragma: no cover - the library's public path, without the embedding cache
             return self.seg.reference_mask(image, **prompt), None
-        sam2 = self.seg.sam2
+        sam2 = self.seg.proposer
         if self._cached_sam2 is None or self._cached_sam2._sam2 is not sam2:
             self._cached_sam2 = _CachedEncoder(sam2)
         name = "reference"

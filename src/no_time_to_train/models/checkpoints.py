@@ -1,9 +1,9 @@
-"""Loading SAM2 and DINOv2 weights: the one place where a model is chosen.
+"""Loading the proposer (SAM2, SAM, SAM-HQ) and DINOv2 weights: the one place where a model is chosen.
 
-:func:`load_sam2` and :func:`load_encoder` accept
+:func:`load_sam2`, :func:`load_proposer` (SAM2, SAM or SAM-HQ) and :func:`load_encoder` accept
 
-1. a Meta checkpoint file (``sam2_hiera_large.pt``, ``dinov2_vitl14_pretrain.pth`` ...), whose architecture is
-   inferred from tensor shapes and whose keys are renamed to transformers' names, loaded strictly;
+1. a Meta checkpoint file (``sam2_hiera_large.pt``, ``sam_hq_vit_l.pth``, ``dinov2_vitl14_pretrain.pth`` ...),
+   whose architecture is inferred from tensor shapes and whose keys are renamed to transformers' names, loaded strictly;
 2. a local directory in Hugging Face format (``config.json`` + weights);
 3. a Hugging Face hub id (the defaults), loaded through the normal HF cache; for a SAM2 repo that only holds
    Meta's ``.pt`` the file is downloaded and treated as in 1. Offline (``HF_HUB_OFFLINE=1``, or the hub not
@@ -26,12 +26,21 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from transformers import Dinov2Model, Dinov2WithRegistersModel, PreTrainedModel, Sam2Model
+from transformers import (
+    Dinov2Model,
+    Dinov2WithRegistersModel,
+    PreTrainedModel,
+    Sam2Model,
+    Sam3TrackerModel,
+    SamHQModel,
+    SamModel,
+)
 
 from ..errors import CheckpointError
 from .dinov2_keys import dinov2_hf_to_meta, dinov2_meta_to_hf, flatten_chunks
 from .keymap import few
 from .sam2_keys import sam2_hf_to_meta, sam2_meta_to_hf
+from .sam_keys import sam_hf_to_meta, sam_meta_to_hf
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -40,9 +49,12 @@ __all__ = [
     "dinov2_hf_to_meta",
     "dinov2_meta_to_hf",
     "load_encoder",
+    "load_proposer",
     "load_sam2",
     "sam2_hf_to_meta",
     "sam2_meta_to_hf",
+    "sam_hf_to_meta",
+    "sam_meta_to_hf",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +65,12 @@ DEFAULT_ENCODER = "facebook/dinov2-large"  # the paper's DINOv2 ViT-L/14 (no reg
 SAM2_HINT = (
     "Download https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt "
     f"(or use the hub id {DEFAULT_SAM2} with internet access) and pass it with --sam2 PATH (Python: sam2=PATH)."
+)
+PROPOSER = "SAM2/SAM/SAM-HQ/SAM 3 tracker"  # what load_proposer accepts, for messages
+PROPOSER_HINT = SAM2_HINT + (
+    " SAM / SAM-HQ: Meta's .pth file (sam_vit_h_4b8939.pth, sam_hq_vit_l.pth ...), a Hugging Face directory or a "
+    "hub id (e.g. facebook/sam-vit-huge, syscv-community/sam-hq-vit-large). SAM 3 tracker: a Hugging Face "
+    "directory or hub id of a sam3_tracker model."
 )
 ENCODER_HINT = (
     "Download https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth "
@@ -65,7 +83,8 @@ HUB_PROBE_TIMEOUT = 3.0
 
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pkl", ".tar")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-_SAM2_TYPES = ("sam2", "sam2_video")
+_SAM2_CLASSES = {"sam2": Sam2Model, "sam2_video": Sam2Model}
+_PROPOSER_CLASSES = {**_SAM2_CLASSES, "sam3_tracker": Sam3TrackerModel, "sam": SamModel, "sam_hq": SamHQModel}
 _DINOV2_CLASSES = {"dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel}
 
 
@@ -111,7 +130,8 @@ def _describe(sd: Mapping[str, torch.Tensor]) -> str:
     if any(k.startswith(("image_encoder.trunk.", "sam_mask_decoder.")) for k in keys):
         return "a Meta SAM2 checkpoint"
     if any(k.startswith("image_encoder.blocks.") for k in keys):
-        return "a SAM (v1) checkpoint, which is not supported"
+        hq = any(k.startswith("mask_decoder.hf_") for k in keys)
+        return "a Meta SAM-HQ checkpoint" if hq else "a Meta SAM (v1) checkpoint"
     if any(k.startswith("vision_encoder.backbone.") for k in keys):
         return "a transformers SAM2 state dict (pass the directory that holds it with its config.json)"
     if "cls_token" in sd and any(".attn.qkv." in k for k in keys):
@@ -261,9 +281,10 @@ def _hub_failure(repo_id: str, exc: BaseException, what: str, hint: str) -> Chec
     return CheckpointError(f"could not load {what} weights {repo_id!r} from the Hugging Face hub: {reason}. {hint}")
 
 
-# ----------------------------------------------------------------------------------------------------- SAM2
-def _sam2_from_file(path: Path, device, dtype) -> Sam2Model:
-    sd = _read_state_dict(path, "SAM2", SAM2_HINT)
+# ----------------------------------------------------------------------------------------------------- proposers
+def _sam2_from_file(path: Path, device, dtype, sd: dict[str, torch.Tensor] | None = None) -> Sam2Model:
+    """A Meta SAM2 / SAM 2.1 file (``sd``: its tensors when already read) as a ``Sam2Model``."""
+    sd = _read_state_dict(path, "SAM2", SAM2_HINT) if sd is None else sd
     if not any(k.startswith("image_encoder.trunk.") for k in sd):
         raise CheckpointError(f"{path} is not a SAM2 checkpoint: it looks like {_describe(sd)}. {SAM2_HINT}")
     try:
@@ -282,29 +303,75 @@ def _sam2_meta_filename(repo_id: str) -> str | None:
     return name.replace("-", "_") + ".pt" if name.lower().startswith("sam2") else None
 
 
-def _sam2_from_hub(repo_id: str, device, dtype) -> Sam2Model:
-    local_only = _hub_local_only(repo_id, "SAM2", SAM2_HINT)
+def _sam_from_file(path: Path, sd: dict[str, torch.Tensor], device, dtype) -> SamModel | SamHQModel:
+    """A Meta SAM / SAM-HQ file (its tensors ``sd``) as a ``SamModel`` / ``SamHQModel``."""
+    try:
+        config, hf_sd = sam_meta_to_hf(sd)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model_cls = SamHQModel if config.model_type == "sam_hq" else SamModel
+    model = _instantiate(model_cls, config, hf_sd, path, device, dtype, sd, sam_hf_to_meta)
+    vc = config.vision_config
+    logger.info("loaded %s (ViT width %d, %d blocks) from %s", model_cls.__name__, vc.hidden_size,
+                vc.num_hidden_layers, path)
+    return model
+
+
+def _proposer_from_file(path: Path, family: str, hint: str, device, dtype):
+    """A Meta checkpoint file as a proposer model: SAM2 / SAM 2.1, or (``load_proposer``) SAM / SAM-HQ."""
+    sd = _read_state_dict(path, family, hint)
+    if family == PROPOSER and any(k.startswith("image_encoder.blocks.") for k in sd):
+        return _sam_from_file(path, sd, device, dtype)
+    return _sam2_from_file(path, device, dtype, sd)
+
+
+def _check_type(model_type: str, where, family: str, hint: str):
+    """The transformers model class for ``model_type``, or CheckpointError when it is not of ``family``."""
+    classes = _SAM2_CLASSES if family == "SAM2" else _PROPOSER_CLASSES
+    if model_type not in classes:
+        raise CheckpointError(
+            f"{where} holds a {model_type or 'unknown'!r} model (config model_type), not {family}. {hint}"
+        )
+    return classes[model_type]
+
+
+def _proposer_from_hub(repo_id: str, family: str, hint: str, device, dtype):
+    local_only = _hub_local_only(repo_id, family, hint)
     try:
         model_type = _hub_model_type(repo_id, local_only)
     except Exception as exc:  # no transformers config, offline, not cached, unknown repo
         meta_name = _sam2_meta_filename(repo_id)
         if meta_name is None:
-            raise _hub_failure(repo_id, exc, "SAM2", SAM2_HINT) from exc
+            raise _hub_failure(repo_id, exc, family, hint) from exc
         try:
             from huggingface_hub import hf_hub_download
 
             path = hf_hub_download(repo_id, meta_name, local_files_only=local_only)
         except Exception as exc2:
-            raise _hub_failure(repo_id, exc, "SAM2", SAM2_HINT) from exc2
+            raise _hub_failure(repo_id, exc, family, hint) from exc2
         return _sam2_from_file(Path(path), device, dtype)
-    if model_type not in _SAM2_TYPES:
-        raise CheckpointError(f"hub repo {repo_id!r} holds a {model_type!r} model, not SAM2. {SAM2_HINT}")
+    model_cls = _check_type(model_type, f"hub repo {repo_id!r}", family, hint)
     try:
-        return _load_hf(Sam2Model, repo_id, device, dtype, "SAM2", local_only)
+        return _load_hf(model_cls, repo_id, device, dtype, family, local_only)
     except CheckpointError:
         raise
     except Exception as exc:
-        raise _hub_failure(repo_id, exc, "SAM2", SAM2_HINT) from exc
+        raise _hub_failure(repo_id, exc, family, hint) from exc
+
+
+def _load_proposer_model(source, family: str, hint: str, device, dtype):
+    kind, where = _classify(source, DEFAULT_SAM2, family, hint)
+    if kind == "file":
+        return _proposer_from_file(where, family, hint, device, dtype)
+    if kind == "dir":
+        model_cls = _check_type(_dir_model_type(where, family, hint), where, family, hint)
+        try:
+            return _load_hf(model_cls, where, device, dtype, family)
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"cannot load {family} from {where}: {_short(exc)}") from exc
+    return _proposer_from_hub(where, family, hint, device, dtype)
 
 
 def load_sam2(
@@ -316,22 +383,21 @@ def load_sam2(
     from shapes, video-only modules dropped), a Hugging Face directory, or a hub id; ``None`` means
     :data:`DEFAULT_SAM2`. Raises CheckpointError when the weights are missing, unreadable or not SAM2.
     """
-    kind, where = _classify(source, DEFAULT_SAM2, "SAM2", SAM2_HINT)
-    if kind == "file":
-        return _sam2_from_file(where, device, dtype)
-    if kind == "dir":
-        model_type = _dir_model_type(where, "SAM2", SAM2_HINT)
-        if model_type not in _SAM2_TYPES:
-            raise CheckpointError(
-                f"{where} holds a {model_type or 'unknown'!r} model (config.json model_type), not SAM2. {SAM2_HINT}"
-            )
-        try:
-            return _load_hf(Sam2Model, where, device, dtype, "SAM2")
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(f"cannot load SAM2 from {where}: {_short(exc)}") from exc
-    return _sam2_from_hub(where, device, dtype)
+    return _load_proposer_model(source, "SAM2", SAM2_HINT, device, dtype)
+
+
+def load_proposer(
+    source: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Sam2Model | Sam3TrackerModel | SamModel | SamHQModel:
+    """Load a proposer model (SAM2 / SAM 2.1, SAM 3 tracker, SAM, SAM-HQ), in eval mode, on ``device``, in ``dtype``, frozen.
+
+    ``source`` is what :func:`load_sam2` takes, or Meta's SAM / SAM-HQ files (``sam_vit_h_4b8939.pth``,
+    ``sam_hq_vit_l.pth`` ..., architecture inferred from shapes), or a Hugging Face directory / hub id holding a
+    ``sam`` or ``sam_hq`` model (e.g. ``facebook/sam-vit-huge``, ``syscv-community/sam-hq-vit-large``).
+    A Hugging Face directory or hub id may also hold a ``sam3_tracker`` model. ``None`` means
+    :data:`DEFAULT_SAM2`.
+    """
+    return _load_proposer_model(source, PROPOSER, PROPOSER_HINT, device, dtype)
 
 
 # ----------------------------------------------------------------------------------------------------- DINOv2

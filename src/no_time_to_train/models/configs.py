@@ -1,4 +1,4 @@
-"""Architecture tables for the official SAM2 and DINOv2 releases, as transformers configs.
+"""Architecture tables for the official SAM2 and DINOv2 releases, as transformers configs (and tiny SAM / SAM-HQ).
 
 The official checkpoints do not record their architecture, and some of it (attention heads, Hiera window
 sizes, global-attention blocks) cannot be read off tensor shapes. These tables hold those facts for every
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import Dinov2Config, Dinov2WithRegistersConfig, Sam2Config
+from transformers import Dinov2Config, Dinov2WithRegistersConfig, Sam2Config, Sam3TrackerConfig, SamConfig, SamHQConfig
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,54 @@ def sam2_config(
 def sam2_test_config() -> Sam2Config:
     """The tiny SAM2 used by the tests: Hiera dims 8-64, FPN/decoder width 32."""
     return sam2_config("test-tiny", fpn_hidden_size=32, decoder_mlp_dim=64, decoder_heads=2)
+
+
+# Official SAM / SAM-HQ image encoders: name -> (ViT width, depth, heads, global-attention blocks). All of it can
+# be read off a checkpoint's shapes (see sam_keys.infer_sam_config); the table builds configs without one.
+SAM_VARIANTS: dict[str, tuple[int, int, int, tuple[int, ...]]] = {
+    "vit_b": (768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
+}
+
+
+def sam_config(variant: str, hq: bool = False) -> SamConfig | SamHQConfig:
+    """A transformers config of an official SAM (or SAM-HQ) size: ``vit_b``, ``vit_l`` or ``vit_h``."""
+    hidden, depth, heads, global_blocks = SAM_VARIANTS[variant]
+    vision = dict(hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=heads,
+                  global_attn_indexes=list(global_blocks))
+    if hq:
+        return SamHQConfig(vision_config=vision, mask_decoder_config={"vit_dim": hidden})
+    return SamConfig(vision_config=vision)
+
+
+def sam_test_config(hq: bool = False) -> SamConfig | SamHQConfig:
+    """The tiny SAM (or SAM-HQ) used by the tests: a 2-block ViT of width 32 (block 1 global), decoder width 32.
+
+    The frame is the official 1024² with patch 16, so embeddings are 64² and low-res masks 256² as in the
+    released models.
+    """
+    vision = dict(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
+                  global_attn_indexes=[1], window_size=8, mlp_dim=64, num_pos_feats=16)
+    prompt = dict(hidden_size=32)
+    decoder = dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+    if hq:
+        return SamHQConfig(vision_config=vision, prompt_encoder_config=prompt,
+                           mask_decoder_config={**decoder, "vit_dim": 32})
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+def sam3_tracker_test_config() -> Sam3TrackerConfig:
+    """The tiny SAM 3 tracker used by the tests: a 2-block ViT of width 32 in the official 1008² frame
+    (patch 14: 72² embedding, 288² logits), FPN / decoder width 32."""
+    backbone = dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=2, window_size=8, global_attn_indexes=[1], pretrain_image_size=112)
+    return Sam3TrackerConfig(
+        vision_config=dict(model_type="sam3_vision_model", backbone_config=backbone, fpn_hidden_size=32,
+                           backbone_feature_sizes=[[288, 288], [144, 144], [72, 72]]),
+        prompt_encoder_config=dict(hidden_size=32),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+    )
 
 
 def dinov2_config(

@@ -85,3 +85,62 @@ def _rename(key: str, pairs: Iterable[tuple[Template, Template]]) -> str | None:
         if values is not None:
             return target.format(values)
     return None
+
+
+_MLP_LAYER_META = re.compile(r"(?P<mlp>.+)\.layers\.(?P<idx>\d+)\.(?P<wb>weight|bias)")
+_MLP_LAYER_HF = re.compile(r"(?P<mlp>.+)\.(?P<name>proj_in|proj_out|layers\.\d+)\.(?P<wb>weight|bias)")
+
+
+class MlpKeyMap:
+    """Renames the layers of SAM-style MLPs: Meta's ``P.layers.{0..n-1}`` <-> transformers' ``P.proj_in``,
+    ``P.layers.{0..n-3}``, ``P.proj_out``, where the prefixes ``P`` are renamed by ``(meta, hf)`` templates.
+
+    The layer names depend on the MLP's depth ``n``, so both directions first read the depths off all keys
+    (:meth:`depths`) and then rename one key at a time.
+    """
+
+    def __init__(self, prefixes: Sequence[tuple[str, str]], fields: Mapping[str, str] | None = None):
+        self.prefixes = KeyMap(prefixes, fields)
+
+    def _meta(self, key: str) -> tuple[str, int, str] | None:
+        m = _MLP_LAYER_META.fullmatch(key)
+        prefix = self.prefixes.to_hf(m["mlp"]) if m else None
+        return (prefix, int(m["idx"]), m["wb"]) if prefix else None
+
+    def _hf(self, key: str) -> tuple[str, str, str] | None:
+        m = _MLP_LAYER_HF.fullmatch(key)
+        prefix = self.prefixes.to_meta(m["mlp"]) if m else None
+        return (prefix, m["name"], m["wb"]) if prefix else None
+
+    def depths(self, keys: Iterable[str], naming: str) -> dict[str, int]:
+        """Depth of every MLP among ``keys`` (``naming`` ``"meta"`` or ``"hf"``), by its prefix in the OTHER naming."""
+        out: dict[str, int] = {}
+        for key in keys:
+            if naming == "meta":
+                hit = self._meta(key)
+                n = hit[1] + 1 if hit else 0
+            else:
+                hit = self._hf(key)
+                n = int(hit[1].split(".")[1]) + 3 if hit and hit[1].startswith("layers.") else 2 if hit else 0
+            if hit:
+                out[hit[0]] = max(out.get(hit[0], 0), n)
+        return out
+
+    def to_hf(self, key: str, depths: Mapping[str, int]) -> str | None:
+        """A Meta MLP key in transformers' naming (``depths`` from :meth:`depths` of the Meta keys), else None."""
+        hit = self._meta(key)
+        if hit is None:
+            return None
+        prefix, idx, kind = hit
+        depth = depths[prefix]
+        name = "proj_in" if idx == 0 else "proj_out" if idx == depth - 1 else f"layers.{idx - 1}"
+        return f"{prefix}.{name}.{kind}"
+
+    def to_meta(self, key: str, depths: Mapping[str, int]) -> str | None:
+        """A transformers MLP key in Meta's naming (``depths`` from :meth:`depths` of the transformers keys)."""
+        hit = self._hf(key)
+        if hit is None:
+            return None
+        prefix, name, kind = hit
+        idx = 0 if name == "proj_in" else depths[prefix] - 1 if name == "proj_out" else int(name.split(".")[1]) + 1
+        return f"{prefix}.layers.{idx}.{kind}"

@@ -1,4 +1,5 @@
-"""SAM2 as the method uses it: one image encoding, then batches of prompts through the mask decoder.
+"""SAM2 (and the SAM 3 tracker, which shares its decoder) as the method uses it: one image encoding, then batches
+of prompts through the mask decoder.
 
 Frames: prompts are pixel coordinates in the SAM frame (the image squashed to ``image_size``², 1024²).
 Mask logits come out at the low-res grid, ``4 * image_size / 16`` = 256².
@@ -14,8 +15,7 @@ import torch
 if TYPE_CHECKING:
     from transformers import Sam2Model
 
-from ..transforms import normalize
-from .wrapper import ModelWrapper
+from .proposer import Proposer
 
 
 @dataclass
@@ -31,16 +31,19 @@ class SamImageEmbedding:
     high_res: list[torch.Tensor]
 
 
-class Sam2Segmenter(ModelWrapper):
-    """Thin wrapper over a transformers ``Sam2Model`` (image encoder, prompt encoder, mask decoder)."""
+class Sam2Segmenter(Proposer):
+    """The SAM2 / SAM 2.1 proposer: a thin wrapper over a transformers ``Sam2Model``.
 
+    ``shared_image_decoder`` (default) decodes multimask prompts with :meth:`_decode_shared_image`, which equals
+    the model's own mask decoder but shares the image between prompts instead of copying it per prompt.
+    """
+
+    name = "SAM2"
     model: Sam2Model
 
     def __init__(self, model: Sam2Model, shared_image_decoder: bool = True):
         super().__init__(model)
-        self.image_size = int(model.config.prompt_encoder_config.image_size)
         self.shared_image_decoder = shared_image_decoder
-        self._pos: torch.Tensor | None = None
         self._pos_tokens: torch.Tensor | None = None
         self._image_features = model.get_image_features
         self._decode_impl = self._decode_shared_image
@@ -57,8 +60,7 @@ class Sam2Segmenter(ModelWrapper):
         ``add_no_memory_embedding=False`` is the paper's behaviour (METHOD.md 11.1); transformers'
         ``get_image_embeddings`` would add it.
         """
-        x = normalize(image.to(self.device, self.dtype)).unsqueeze(0)
-        out = self._image_features(x, return_dict=True)
+        out = self._image_features(self.pixels(image), return_dict=True)
         sizes = self.model.backbone_feature_sizes
         maps = []
         for feat, (h, w) in zip(out.fpn_hidden_states, sizes):  # each (h*w, 1, C)
@@ -67,13 +69,8 @@ class Sam2Segmenter(ModelWrapper):
             maps[-1] = maps[-1] + self.model.no_memory_embedding.view(1, -1, 1, 1)
         return SamImageEmbedding(embedding=maps[-1], high_res=maps[:-1])
 
-    def _positional(self) -> torch.Tensor:
-        """Image-wide positional embedding ``(1, C, h, w)`` (computed once per model)."""
-        if self._pos is None or self._pos.device != self.device or self._pos.dtype != self.dtype:
-            with torch.inference_mode():
-                self._pos = self.model.get_image_wide_positional_embeddings()
-            self._pos_tokens = None
-        return self._pos
+    def _on_new_positional(self) -> None:
+        self._pos_tokens = None
 
     def _positional_tokens(self) -> torch.Tensor:
         """The positional embedding as contiguous tokens ``(1, h*w, C)``."""
@@ -91,20 +88,10 @@ class Sam2Segmenter(ModelWrapper):
         boxes: torch.Tensor | None = None,
         multimask: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode ``B`` independent prompts against one encoded image.
-
-        points: ``(B, P, 2)`` pixel ``(x, y)`` in the SAM frame; labels: ``(B, P)`` (1 positive, 0 negative).
-            Without boxes the prompt encoder appends one padding point, as SAM2 does.
-        boxes: ``(B, 4)`` ``x0, y0, x1, y1`` in the SAM frame.
-        multimask: True returns mask tokens 1-3, logits ``(B, 3, 256, 256)`` and predicted IoUs ``(B, 3)``;
-            False returns SAM2's single-mask output ``(B, 1, 256, 256)``, ``(B, 1)`` (token 0, with SAM2's
-            stability fallback to the best multimask token).
+        """See :meth:`Proposer.decode`. Logits are ``(B, 3, 256, 256)`` for official models; the single-mask
+        output is token 0, with SAM2's stability fallback to the best multimask token.
         """
-        dev, dt = self.device, self.dtype
-        pts = points.to(dev, dt)[None] if points is not None else None
-        lbl = labels.to(dev).int()[None] if labels is not None else None
-        bxs = boxes.to(dev, dt)[None] if boxes is not None else None
-        sparse, dense = self.model.prompt_encoder(input_points=pts, input_labels=lbl, input_boxes=bxs, input_masks=None)
+        sparse, dense = self.prompt_embeddings(points, labels, boxes)
         if self.shared_image_decoder and multimask:
             return self._decode_impl(emb, sparse[0], dense, self._positional_tokens())
         masks, iou, _, _ = self.model.mask_decoder(
@@ -175,6 +162,18 @@ class Sam2Segmenter(ModelWrapper):
         masks = (hyper_in @ up.view(b, c8, hh * ww)).view(b, -1, hh, ww)
         iou_pred = dec.iou_prediction_head(iou_token_out)
         return masks[:, 1:], iou_pred[:, 1:]
+
+
+class Sam3TrackerProposer(Sam2Segmenter):
+    """The SAM 3 tracker (transformers ``Sam3TrackerModel``): SAM2's prompt encoder and mask decoder on SAM 3's
+    ViT, in a 1008² frame (72² embedding, 288² logits), normalised with mean 0.5 and std 0.5 (its processor's).
+
+    Its module layout is SAM2's, so the shared-image decoder applies unchanged.
+    """
+
+    name = "SAM 3 tracker"
+    image_mean = (0.5, 0.5, 0.5)
+    image_std = (0.5, 0.5, 0.5)
 
 
 def _attend(attn, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: int) -> torch.Tensor:

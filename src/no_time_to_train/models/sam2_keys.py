@@ -24,7 +24,7 @@ from .configs import (
     sam2_config,
     sam2_variant_for,
 )
-from .keymap import KeyMap, few
+from .keymap import KeyMap, MlpKeyMap, few
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +89,8 @@ _KEYS = KeyMap(
     },
 )
 
-# Multi-layer perceptrons, by prefix: Meta ``P.layers.{0..n-1}`` <-> transformers ``P.proj_in``,
-# ``P.layers.{0..n-3}``, ``P.proj_out``.
-_MLPS = KeyMap(
+# Multi-layer perceptrons, by prefix (layer names depend on the depth, see MlpKeyMap).
+_MLPS = MlpKeyMap(
     [
         ("image_encoder.trunk.blocks.{i}.mlp", "vision_encoder.backbone.blocks.{i}.mlp"),
         ("sam_mask_decoder.transformer.layers.{i}.mlp", "mask_decoder.transformer.layers.{i}.mlp"),
@@ -100,22 +99,6 @@ _MLPS = KeyMap(
         ("sam_mask_decoder.pred_obj_score_head", "mask_decoder.pred_obj_score_head"),
     ]
 )
-_MLP_LAYER_META = re.compile(r"(?P<mlp>.+)\.layers\.(?P<idx>\d+)\.(?P<wb>weight|bias)")
-_MLP_LAYER_HF = re.compile(r"(?P<mlp>.+)\.(?P<name>proj_in|proj_out|layers\.\d+)\.(?P<wb>weight|bias)")
-
-
-def _mlp_meta(key: str) -> tuple[str, int, str] | None:
-    """(transformers MLP prefix, Meta layer index, ``weight``/``bias``) of a Meta MLP key, else None."""
-    m = _MLP_LAYER_META.fullmatch(key)
-    prefix = _MLPS.to_hf(m["mlp"]) if m else None
-    return (prefix, int(m["idx"]), m["wb"]) if prefix else None
-
-
-def _mlp_hf(key: str) -> tuple[str, str, str] | None:
-    """(Meta MLP prefix, ``proj_in``/``proj_out``/``layers.{k}``, ``weight``/``bias``) of a transformers MLP key."""
-    m = _MLP_LAYER_HF.fullmatch(key)
-    prefix = _MLPS.to_meta(m["mlp"]) if m else None
-    return (prefix, m["name"], m["wb"]) if prefix else None
 
 
 def is_sam2_video_only_key(key: str) -> bool:
@@ -131,11 +114,7 @@ def sam2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     points: dict[int, torch.Tensor] = {}
-    mlp_depth: dict[str, int] = {}
-    for key in state_dict:
-        mlp = _mlp_meta(key)
-        if mlp:
-            mlp_depth[mlp[0]] = max(mlp_depth.get(mlp[0], 0), mlp[1] + 1)
+    mlp_depth = _MLPS.depths(state_dict, "meta")
     for key, value in state_dict.items():
         if is_sam2_video_only_key(key):
             continue
@@ -147,14 +126,7 @@ def sam2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
         if m:
             points[int(m.group(1))] = value
             continue
-        mlp = _mlp_meta(key)
-        if mlp:
-            prefix, idx, kind = mlp
-            depth = mlp_depth[prefix]
-            name = "proj_in" if idx == 0 else "proj_out" if idx == depth - 1 else f"layers.{idx - 1}"
-            out[f"{prefix}.{name}.{kind}"] = value
-            continue
-        new = _KEYS.to_hf(key)
+        new = _MLPS.to_hf(key, mlp_depth) or _KEYS.to_hf(key)
         if new is None:
             unknown.append(key)
         else:
@@ -178,12 +150,7 @@ def sam2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     """
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
-    mlp_layers: dict[str, int] = {}
-    for key in state_dict:
-        mlp = _mlp_hf(key)
-        if mlp and mlp[1].startswith("layers."):
-            n = int(mlp[1].split(".")[1]) + 1
-            mlp_layers[mlp[0]] = max(mlp_layers.get(mlp[0], 0), n)
+    mlp_depth = _MLPS.depths(state_dict, "hf")
     for key, value in state_dict.items():
         if key in _PE_HF:
             continue
@@ -191,14 +158,7 @@ def sam2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
             for i in range(value.shape[0]):
                 out[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = value[i : i + 1].clone()
             continue
-        mlp = _mlp_hf(key)
-        if mlp:
-            prefix, name, kind = mlp
-            depth = mlp_layers.get(prefix, 0) + 2
-            idx = 0 if name == "proj_in" else depth - 1 if name == "proj_out" else int(name.split(".")[1]) + 1
-            out[f"{prefix}.layers.{idx}.{kind}"] = value
-            continue
-        new = _KEYS.to_meta(key)
+        new = _MLPS.to_meta(key, mlp_depth) or _KEYS.to_meta(key)
         if new is None:
             unknown.append(key)
         else:
