@@ -31,8 +31,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models and hardware")
     g.add_argument("--sam2", default=None, help="SAM2 checkpoint: Meta .pt file, HF directory or hub id "
                    "(default: facebook/sam2-hiera-large, the paper's SAM 2.0 Hiera-L)")
-    g.add_argument("--encoder", default=None, help="DINOv2 checkpoint: Meta .pth file, HF directory or hub id "
-                   "(default: facebook/dinov2-large, ViT-L/14)")
+    g.add_argument("--encoder", default=None, help="patch encoder, DINOv2 or DINOv3 ViT: Meta .pth file, HF "
+                   "directory or hub id (default: facebook/dinov2-large, ViT-L/14); DINOv3 needs --encoder-size "
+                   "auto or another multiple of 16")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available; "
                    "under torchrun each process takes cuda:LOCAL_RANK)")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],

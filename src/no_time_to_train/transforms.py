@@ -1,7 +1,8 @@
 """Resizes, crops and normalisation, exactly as the method specifies (METHOD.md 3.1, 5.1).
 
 Frames: an *original* image is ``(H, W)`` pixels; the *SAM frame* is the image squashed to
-``sam_image_size``² (1024²); the *encoder frame* is ``encoder_size``² (518²).
+``sam_image_size``² (1024²); the *encoder frame* is the encoder's input side ``S``² (518² for the paper's
+DINOv2).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """ImageNet normalisation of ``(..., 3, h, w)`` values in [0, 1] (used for both SAM2 and DINOv2)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
+def normalize(x: torch.Tensor, mean_rgb=IMAGENET_MEAN, std_rgb=IMAGENET_STD) -> torch.Tensor:
+    """Per-channel normalisation of ``(..., 3, h, w)`` values in [0, 1]; ImageNet statistics by default
+    (SAM2, DINOv2, DINOv3's LVD-1689M models)."""
+    mean = torch.tensor(mean_rgb, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std = torch.tensor(std_rgb, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x - mean) / std
 
 

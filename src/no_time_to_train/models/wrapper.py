@@ -1,4 +1,4 @@
-"""What the model wrappers (:class:`~.sam2.Sam2Segmenter`, :class:`~.dinov2.PatchEncoder`) share."""
+"""What the model wrappers (:class:`~.sam2.Sam2Segmenter`, :class:`~.encoder.PatchEncoder`) share."""
 
 from __future__ import annotations
 
