@@ -77,6 +77,18 @@ def test_meta_file_round_trip(make_config, tmp_path):
         assert torch.equal(loaded(pixel_values=x).last_hidden_state, model(pixel_values=x).last_hidden_state)
 
 
+def test_rope_frequencies_stay_float32_in_a_bf16_model(tiny_dinov3, tmp_path):
+    """RoPE frequencies are computed, not loaded: every source gives transformers' own float32 values."""
+    torch.save(dinov3_hf_to_meta(tiny_dinov3.state_dict(), tiny_dinov3.config), tmp_path / "v3.pth")
+    tiny_dinov3.save_pretrained(tmp_path / "v3")
+    expected = tiny_dinov3.rope_embeddings.inv_freq
+    for source in (tmp_path / "v3.pth", tmp_path / "v3"):
+        model = load_encoder(source, dtype=torch.bfloat16)
+        assert model.norm.weight.dtype == torch.bfloat16
+        assert model.rope_embeddings.inv_freq.dtype == torch.float32
+        assert torch.equal(model.rope_embeddings.inv_freq, expected)
+
+
 def test_masked_key_bias_is_dropped_and_nonzero_masks_refused(tiny_dinov3, tmp_path):
     meta = dinov3_hf_to_meta(tiny_dinov3.state_dict(), tiny_dinov3.config)
     meta["blocks.0.attn.qkv.bias"][32:64] = 5.0  # the k part: multiplied by the zero mask, so it must not matter
@@ -183,7 +195,8 @@ def test_auto_size_is_37_patches_of_the_encoders_own_size(tiny_sam2, tiny_encode
 
 def test_sat493m_weights_use_the_satellite_statistics(tiny_dinov3):
     x = _image(32)
-    plain = Dinov3Encoder(tiny_dinov3).patch_tokens(x)
+    plain_encoder = Dinov3Encoder(tiny_dinov3)
+    plain, plain_fingerprint = plain_encoder.patch_tokens(x), plain_encoder.fingerprint()
     config = tiny_dinov3.config
     try:
         config._name_or_path = "/models/dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth"
@@ -192,6 +205,7 @@ def test_sat493m_weights_use_the_satellite_statistics(tiny_dinov3):
         with torch.no_grad():
             expected = tiny_dinov3(pixel_values=normalize(x, sat.mean, sat.std)).last_hidden_state[:, 5:]
         assert torch.equal(sat.patch_tokens(x), expected) and not torch.allclose(sat.patch_tokens(x), plain)
+        assert sat.fingerprint() != plain_fingerprint  # a memory from one is refused by the other
     finally:
         config._name_or_path = ""
 

@@ -101,12 +101,14 @@ class PatchEncoder(ModelWrapper):
         """Identity of the weights: architecture plus a hash of the patch embedding and final norm.
 
         Reference vectors are only comparable with target features from the same encoder; memories record
-        this value and refuse to mix encoders.
+        this value and refuse to mix encoders. Input statistics other than ImageNet's are part of it.
         """
         if self._fingerprint is None:
             h = hashlib.sha256()
             cfg = self.model.config
             h.update(f"{cfg.model_type}|{cfg.hidden_size}|{cfg.num_hidden_layers}|{self.num_prefix}".encode())
+            if (self.mean, self.std) != (IMAGENET_MEAN, IMAGENET_STD):
+                h.update(f"mean {self.mean} std {self.std}".encode())
             sd = self.model.state_dict()
             for key in sorted(k for k in sd if self._identity_key(k)):
                 h.update(key.encode())
