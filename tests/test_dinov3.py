@@ -19,7 +19,7 @@ from no_time_to_train.models.configs import DINOV3_VARIANTS, dinov2_config, dino
 from no_time_to_train.models.dinov3 import SAT493M_MEAN, Dinov3Encoder
 from no_time_to_train.models.dinov3_keys import dinov3_hf_to_meta, dinov3_meta_to_hf, infer_dinov3_config
 from no_time_to_train.models.encoder import wrap_encoder
-from no_time_to_train.transforms import normalize
+from no_time_to_train.transforms import IMAGENET_MEAN, normalize
 
 CATS = "dog,person,car"
 FAST = ["--points-per-side", "4", "--device", "cpu", "--quiet"]
@@ -208,6 +208,15 @@ def test_sat493m_weights_use_the_satellite_statistics(tiny_dinov3):
         assert sat.fingerprint() != plain_fingerprint  # a memory from one is refused by the other
     finally:
         config._name_or_path = ""
+
+
+def test_hf_directory_statistics_come_from_its_preprocessor_config(tiny_dinov3, tmp_path):
+    tiny_dinov3.save_pretrained(tmp_path / "weights")
+    assert Dinov3Encoder(load_encoder(tmp_path / "weights")).mean == IMAGENET_MEAN
+    config = {"image_mean": list(SAT493M_MEAN), "image_std": [0.213, 0.156, 0.143]}
+    (tmp_path / "weights" / "preprocessor_config.json").write_text(json.dumps(config))
+    encoder = Dinov3Encoder(load_encoder(tmp_path / "weights"))
+    assert (encoder.mean, encoder.std) == (SAT493M_MEAN, (0.213, 0.156, 0.143))
 
 
 # ------------------------------------------------------------------------------------------ the whole path
