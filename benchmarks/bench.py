@@ -200,7 +200,7 @@ def make_segmenter(sam2, encoder, args, config: MethodConfig, memory=None, **kwa
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sam2", required=True, help="SAM2 checkpoint/dir/hub id, or 'random'")
-    p.add_argument("--encoder", required=True, help="DINOv2 checkpoint/dir/hub id, or 'random'")
+    p.add_argument("--encoder", required=True, help="patch encoder (DINOv2 or DINOv3 ViT) checkpoint/dir/hub id, or 'random'")
     p.add_argument("--images", required=True, type=Path, help="folder of target images")
     p.add_argument("--out", required=True, type=Path, help="JSON report (a .md table is written beside it)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

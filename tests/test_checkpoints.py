@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import Dinov2Model, Dinov2WithRegistersModel, Sam2Model, SamHQModel, SamModel
+from transformers import DINOv3ViTModel, Dinov2Model, Dinov2WithRegistersModel, Sam2Model, SamHQModel, SamModel
 
 from no_time_to_train.errors import CheckpointError
-from no_time_to_train.models import dinov2_keys, sam2_keys, sam_keys
+from no_time_to_train.models import dinov2_keys, dinov3_keys, sam2_keys, sam_keys
 from no_time_to_train.models.checkpoints import (
     DEFAULT_ENCODER,
     DEFAULT_SAM2,
     dinov2_hf_to_meta,
     dinov2_meta_to_hf,
+    dinov3_hf_to_meta,
     load_encoder,
     load_sam2,
     sam2_hf_to_meta,
@@ -24,11 +25,13 @@ from no_time_to_train.models.checkpoints import (
 )
 from no_time_to_train.models.configs import (
     DINOV2_VARIANTS,
+    DINOV3_VARIANTS,
     SAM2_VARIANTS,
     SAM_VARIANTS,
     HieraSpec,
     dinov2_config,
     dinov2_config_for,
+    dinov3_config,
     sam2_config,
     sam2_test_config,
     sam_config,
@@ -214,6 +217,8 @@ def _official_state_dicts(kind):
     elif kind == "sam":
         configs = [(SamHQModel if hq else SamModel, c) for hq in (False, True)
                    for c in [sam_test_config(hq), *(sam_config(v, hq) for v in SAM_VARIANTS)]]
+    elif kind == "dinov3":
+        configs = [(DINOv3ViTModel, dinov3_config(v)) for v in DINOV3_VARIANTS]
     else:
         configs = [
             (Dinov2WithRegistersModel if r else Dinov2Model, dinov2_config(v, num_register_tokens=r))
@@ -229,7 +234,7 @@ def _names(keys):
     return {".".join(parts[:n]) for k in keys for parts in [k.split(".")] for n in range(1, len(parts) + 1)}
 
 
-@pytest.mark.parametrize("kind", ["sam2", "sam", "dinov2"])
+@pytest.mark.parametrize("kind", ["sam2", "sam", "dinov2", "dinov3"])
 def test_key_tables_invert_and_have_no_dead_rule(kind):
     """A key table is written once and its inverse generated: on every key of every official model size, the
     inverse undoes the renaming in both directions (so no two keys share a name), and every rule is used."""
@@ -237,6 +242,8 @@ def test_key_tables_invert_and_have_no_dead_rule(kind):
         tables, fused, to_meta = [sam2_keys._KEYS, sam2_keys._MLPS.prefixes], (), sam2_hf_to_meta
     elif kind == "sam":
         tables, fused, to_meta = [sam_keys._KEYS, sam_keys._MLPS.prefixes], (), sam_keys.sam_hf_to_meta
+    elif kind == "dinov3":
+        tables, fused, to_meta = [dinov3_keys._KEYS, dinov3_keys._KEYS_SWIGLU], dinov3_keys._FUSED, dinov3_hf_to_meta
     else:
         tables, fused, to_meta = [dinov2_keys._KEYS], dinov2_keys._FUSED, dinov2_hf_to_meta
     used = set()
@@ -430,7 +437,7 @@ def test_wrong_model_file(sam2_official, dinov2_official):
     _, dinov2_path = dinov2_official
     with pytest.raises(CheckpointError, match="not a SAM2 checkpoint.*DINOv2"):
         load_sam2(dinov2_path)
-    with pytest.raises(CheckpointError, match="not a DINOv2 checkpoint.*SAM2"):
+    with pytest.raises(CheckpointError, match="not a DINOv2 or DINOv3 ViT checkpoint.*SAM2"):
         load_encoder(sam2_path)
 
 

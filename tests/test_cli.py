@@ -269,7 +269,8 @@ def test_method_flag_help_gives_meaning_and_allowed_values(verb):
     assert helps["--point-batch-size"].endswith("('auto' or an integer >= 1; default auto)")
     assert helps["--score-threshold"].endswith("(a number in [0, 1] or none; default none)")
     assert helps["--multimask-tokens"].endswith("(a non-empty subset of 1, 2, 3; default [1, 2, 3])")
-    assert helps["--encoder-size"].endswith("(a multiple of 14 (>= 14); default 518)")
+    assert helps["--encoder-size"].endswith("('auto' or an integer >= 1 (a multiple of the encoder's patch size); "
+                                            "default 518)")
     for flag, text in helps.items():  # every flag: a meaning (from MethodConfig's docstring), then the values
         name = flag[2:].replace("-", "_")
         default = getattr(MethodConfig(), name)
@@ -293,7 +294,7 @@ def test_help_shows_method_flag_help(monkeypatch, capsys, verb):
 @pytest.mark.parametrize("argv, flag, shown", [
     (["--points-per-side", "0"], "--points-per-side", "--points-per-side"),
     (["--prompt-mode", "fast"], "--prompt-mode", "--prompt-mode must be one of grid, guided, got 'fast'"),
-    (["--encoder-size", "500", "--iou-threshold", "0.5"], "--encoder-size", "--encoder-size"),
+    (["--encoder-size", "0", "--iou-threshold", "0.5"], "--encoder-size", "--encoder-size"),
 ])
 def test_invalid_method_flag_is_reported_by_its_flag(coco_mini, tmp_path, capsys, argv, flag, shown):
     image = str(coco_mini / "val2017" / "000000000139.jpg")

@@ -12,7 +12,7 @@ from no_time_to_train.config import SettingError
 # One wrong value per setting (wrong type or out of range); each must be refused, naming the setting.
 BAD = {
     "context_ratio": [-0.1, "wide", float("inf")],
-    "encoder_size": [500, 0, 518.0, "518"],
+    "encoder_size": [0, -14, 518.0, "518", "big"],
     "ref_mask_sampling": ["nearest"],
     "prototype": ["median"],
     "sam_image_size": [0, -1024, 1024.5],

@@ -85,6 +85,19 @@ def test_encoder_mismatch_is_refused():
         mem.check_encoder(dict(ENC, fingerprint="zzz"))
 
 
+def test_input_size_mismatch_is_refused_naming_both_sizes():
+    mem = _memory()
+    mem.encoder = dict(ENC, input_size=592)
+    mem.check_encoder(dict(ENC, input_size=592))
+    with pytest.raises(MemoryMismatchError, match=r"input size 592.*input size is 448.*--encoder-size 592"):
+        mem.check_encoder(dict(ENC, input_size=448))
+    # a memory written before sizes were recorded: its config's encoder_size stands in
+    mem.encoder, mem.config = dict(ENC), {"encoder_size": 518}
+    mem.check_encoder(dict(ENC, input_size=518))
+    with pytest.raises(MemoryMismatchError, match=r"input size 518.*input size is 592"):
+        mem.check_encoder(dict(ENC, input_size=592))
+
+
 def test_bad_memory_files(tmp_path):
     with pytest.raises(InputError, match="not found"):
         ReferenceMemory.load(tmp_path / "missing.safetensors")

@@ -33,8 +33,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="the mask proposer: SAM2 / SAM 2.1, SAM or SAM-HQ (Meta checkpoint file, HF directory or hub "
                    "id), or a SAM 3 tracker (HF directory or hub id; needs --sam-image-size 1008) (default: "
                    "facebook/sam2-hiera-large, the paper's SAM 2.0 Hiera-L)")
-    g.add_argument("--encoder", default=None, help="DINOv2 checkpoint: Meta .pth file, HF directory or hub id "
-                   "(default: facebook/dinov2-large, ViT-L/14)")
+    g.add_argument("--encoder", default=None, help="patch encoder, DINOv2 or DINOv3 ViT: Meta .pth file, HF "
+                   "directory or hub id (default: facebook/dinov2-large, ViT-L/14); DINOv3 needs --encoder-size "
+                   "auto or another multiple of 16")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available; "
                    "under torchrun each process takes cuda:LOCAL_RANK)")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],

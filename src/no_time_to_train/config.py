@@ -46,7 +46,9 @@ class MethodConfig:
 
     Reference encoding (METHOD.md section 3)
         context_ratio: the square crop side is ``(1 + context_ratio) * max(box_w, box_h)``.
-        encoder_size: DINOv2 input side (518 gives 37x37 patches of 14 px).
+        encoder_size: patch-encoder input side in pixels; a multiple of the encoder's patch size (checked when
+            the encoder loads). 518 (the paper) gives DINOv2's 37x37 patches of 14 px; ``"auto"`` is 37 patches
+            of the encoder's own size: 518 for DINOv2, 592 for DINOv3 (patch 16), the paper's 37x37 grid.
         ref_mask_sampling: *quirk* ``"top-left"`` samples the soft 518x518 mask at each patch's top-left pixel
             (PyTorch nearest); ``"area"`` uses the patch's mean mask value instead.
         prototype: *quirk* ``"instance-mean"`` = normalise(mean of per-reference vectors) (the paper);
@@ -90,7 +92,7 @@ class MethodConfig:
 
     # reference encoding
     context_ratio: float = 0.2
-    encoder_size: int = 518
+    encoder_size: int | str = 518
     ref_mask_sampling: str = "top-left"
     prototype: str = "instance-mean"
     # proposals
@@ -223,12 +225,12 @@ def _allowing(what: str):
     return mark
 
 
-def _integer(lo: int, multiple: int = 1) -> Callable[[Any], int]:
-    what = f"a multiple of {multiple} (>= {lo})" if multiple > 1 else f"an integer >= {lo}"
+def _integer(lo: int) -> Callable[[Any], int]:
+    what = f"an integer >= {lo}"
 
     @_allowing(what)
     def check(v: Any) -> int:
-        if not _is_int(v) or v < lo or v % multiple:
+        if not _is_int(v) or v < lo:
             raise ValueError(f"must be {what}, got {v!r}")
         return int(v)
 
@@ -284,6 +286,15 @@ def _batch_size(v: Any) -> int | str:
     return int(v)
 
 
+@_allowing("'auto' or an integer >= 1 (a multiple of the encoder's patch size)")
+def _encoder_size(v: Any) -> int | str:
+    if v == "auto":
+        return v
+    if not _is_int(v) or v < 1:
+        raise ValueError(f"must be 'auto' or an integer >= 1 (a multiple of the encoder's patch size), got {v!r}")
+    return int(v)
+
+
 @_allowing("a non-empty subset of 1, 2, 3")
 def _tokens(v: Any) -> tuple[int, ...]:
     items = [v] if _is_int(v) else v.split(",") if isinstance(v, str) else v
@@ -298,7 +309,7 @@ def _tokens(v: Any) -> tuple[int, ...]:
 
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "context_ratio": _number(0.0),
-    "encoder_size": _integer(14, multiple=14),
+    "encoder_size": _encoder_size,
     "ref_mask_sampling": _choice("top-left", "area"),
     "prototype": _choice("instance-mean", "pooled"),
     "sam_image_size": _integer(1),

@@ -34,7 +34,8 @@ class ReferenceMemory:
     categories: ordered ``[{"name": str, "id": int}]`` (plus ``"auto_id": True`` where the id was assigned
     automatically, see :meth:`add_category`); a category's label index is its position.
     references: one metadata dict per row of ``vectors`` (``category`` name, ``source`` description).
-    encoder: identity of the feature encoder the vectors come from (see ``PatchEncoder.describe``).
+    encoder: identity of the feature encoder the vectors come from and its input size (see
+        ``ReferenceSegmenter.encoder_identity``).
     """
 
     categories: list[dict] = field(default_factory=list)
@@ -266,18 +267,33 @@ class ReferenceMemory:
                 raise ValueError("the stored prototypes do not match the stored vectors and categories")
 
     def check_encoder(self, encoder: dict) -> None:
-        """Refuse to mix vectors from one encoder with features from another."""
+        """Refuse to mix vectors from one encoder, or one input size, with features from another.
+
+        ``encoder``: the current encoder's identity (``ReferenceSegmenter.encoder_identity``: ``describe()``
+        plus ``input_size``). A memory written before sizes were recorded takes its config's ``encoder_size``.
+        """
         if not self.encoder or not len(self):
             return
         mine, theirs = self.encoder.get("fingerprint"), encoder.get("fingerprint")
         if mine != theirs:
             raise MemoryMismatchError(
-                "this memory was built with encoder "
-                f"{self.encoder.get('name_or_path') or self.encoder.get('model_type')} "
-                f"(dim {self.encoder.get('hidden_size')}, fingerprint {mine}), but the current encoder is "
-                f"{encoder.get('name_or_path') or encoder.get('model_type')} (dim {encoder.get('hidden_size')}, "
-                f"fingerprint {theirs}); rebuild the memory with the current encoder or load the original one"
+                f"this memory was built with encoder {_encoder_name(self.encoder)} (fingerprint {mine}), but the "
+                f"current encoder is {_encoder_name(encoder)} (fingerprint {theirs}); rebuild the memory with the "
+                "current encoder or load the original one"
             )
+        size, current = self.encoder.get("input_size", self.config.get("encoder_size")), encoder.get("input_size")
+        if isinstance(size, int) and isinstance(current, int) and size != current:
+            raise MemoryMismatchError(
+                f"this memory was built with encoder {_encoder_name(self.encoder)} at input size {size}, but the "
+                f"current encoder input size is {current}; use --encoder-size {size} (Python: "
+                f"MethodConfig(encoder_size={size})) or rebuild the memory at {current}"
+            )
+
+
+def _encoder_name(encoder: dict) -> str:
+    """``name (model_type, dim D)`` of an encoder identity, for messages."""
+    name = encoder.get("name_or_path") or encoder.get("model_type")
+    return f"{name} ({encoder.get('model_type')}, dim {encoder.get('hidden_size')})"
 
 
 def _check_categories(categories: object) -> list[dict]:

@@ -94,7 +94,7 @@ def fill_memory(
         if not dist.is_main:
             return None
         done = store.records()
-        memory = ReferenceMemory(config=seg.config.to_dict(), encoder=seg.encoder.describe())
+        memory = ReferenceMemory(config=seg.config.to_dict(), encoder=seg.encoder_identity)
         for c in cats:
             memory.add_category(names[c], c)
         for r in refs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import weakref
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from .matching import (
     soft_merge_decay,
 )
 from .memory import ReferenceMemory
-from .models.dinov2 import PatchEncoder
+from .models.encoder import PatchEncoder, wrap_encoder
 from .models.proposer import Proposer, make_proposer
 from .prompts import mask_from_prompt
 from .references import encode_references, prepare_reference
@@ -184,11 +185,23 @@ class ReferenceSegmenter:
     @property
     def encoder(self) -> PatchEncoder:
         if self._encoder is None:
-            self._encoder = PatchEncoder(self._model(self._encoder_source, "encoder"))
+            encoder = wrap_encoder(self._model(self._encoder_source, "encoder"))
+            encoder.input_size(self.config.encoder_size)  # a size that does not fit the patch size fails now
             if self.compile is not None:
-                self._encoder.compile(**self.compile)
-            self.memory.check_encoder(self._encoder.describe())
+                encoder.compile(**self.compile)
+            self._encoder = encoder
+            self.memory.check_encoder(self.encoder_identity)
         return self._encoder
+
+    @property
+    def encoder_size(self) -> int:
+        """The encoder's input side ``S`` for ``config.encoder_size`` (``"auto"`` resolved; loads the encoder)."""
+        return self.encoder.input_size(self.config.encoder_size)
+
+    @property
+    def encoder_identity(self) -> dict:
+        """What a memory records of the encoder: its ``describe()`` plus the input side (``input_size``)."""
+        return {**self.encoder.describe(), "input_size": self.encoder_size}
 
     # -- memory ----------------------------------------------------------------------------------------
     @property
@@ -228,7 +241,8 @@ class ReferenceSegmenter:
         All items are validated and encoded before the memory changes, so a bad item adds nothing.
         """
         vectors, weights, meta = self.encode_references(items, batch_size)
-        self.memory.encoder = self.memory.encoder or self.encoder.describe()
+        self.memory.check_encoder(self.encoder_identity)
+        self.memory.encoder = self.memory.encoder or self.encoder_identity
         rows = []
         for (category, category_id, src), vec, w in zip(meta, vectors, weights):
             self.memory.add(vec, float(w), category, category_id, **src)
@@ -264,7 +278,8 @@ class ReferenceSegmenter:
                 src.update(prompt=prompts[0], prompt_value=_jsonable(item[prompts[0]]), sam2_iou=round(iou, 4))
                 if prompts == ["box"] and crop_box is None:
                     crop_box = tuple(float(v) for v in item["box"])
-            crops.append(prepare_reference(image, mask, self.config, crop_box, name=name))
+            crops.append(prepare_reference(image, mask, self.config, crop_box, name=name,
+                                           patch_size=self.encoder.patch_size))
             if isinstance(image_src, (str, os.PathLike)):
                 src.setdefault("image", str(image_src))
             if item.get("negative"):
@@ -284,7 +299,7 @@ class ReferenceSegmenter:
     def load_memory(self, path: str | os.PathLike) -> ReferenceMemory:
         memory = ReferenceMemory.load(path)
         if self._encoder is not None:
-            memory.check_encoder(self._encoder.describe())
+            memory.check_encoder(self.encoder_identity)
         self.memory = memory
         return memory
 
@@ -305,12 +320,13 @@ class ReferenceSegmenter:
             return self.proposer.encode(t_sam, self.config.add_no_memory_embedding)
 
     def encode_features(self, t_sam: torch.Tensor) -> torch.Tensor:
-        """DINOv2 patch tokens ``(G*G, D)`` float32 of the squashed target resized to 518²."""
+        """Patch tokens ``(G*G, D)`` float32 of the squashed target resized to the encoder's input side ``S``²
+        (``G = S / patch size``; 518² and 37x37 for the paper's DINOv2)."""
         with self._autocast():
-            return self.encoder.patch_tokens(resize_for_encoder(t_sam, self.config.encoder_size)[None])[0]
+            return self.encoder.patch_tokens(resize_for_encoder(t_sam, self.encoder_size)[None])[0]
 
     def encode_target(self, image: np.ndarray) -> tuple[Any, torch.Tensor]:
-        """The proposer's embedding of the squashed image and DINOv2 tokens ``(G*G, D)`` of its 518² resize."""
+        """The proposer's embedding of the squashed image and the encoder's patch tokens ``(G*G, D)`` of its resize."""
         t_sam = self.to_sam_frame(image)
         return self.encode_sam(t_sam), self.encode_features(t_sam)
 
@@ -372,11 +388,12 @@ class ReferenceSegmenter:
     def select(self, proposals: Proposals, tokens: torch.Tensor, prototypes: torch.Tensor) -> Candidates:
         """Score every proposal against the prototypes, class-aware NMS, cap, drop non-positive scores.
 
-        Works on the low-res logits only; the survivors come out in NMS (ranking) order.
+        Works on the low-res logits only; the survivors come out in NMS (ranking) order. ``tokens``: the
+        target's ``(G*G, D)`` patch tokens (any encoder's square grid).
         """
         cfg = self.config
         dev = tokens.device
-        grid = cfg.encoder_size // 14
+        grid = math.isqrt(tokens.shape[0])  # tokens are the encoder's square (G*G, D) patch grid
         masks_lr = proposals.logits.to(dev) > cfg.mask_threshold  # (N, h, w)
         emb = mask_embeddings(masks_lr, tokens.float(), grid)
         scores, labels = classify(emb, prototypes.to(dev), self.memory.negatives(), cfg.negative_temperature)

@@ -1,4 +1,4 @@
-"""Reference encoding: crop with context, DINOv2 patch tokens, soft-mask-weighted mean (METHOD.md 3-4).
+"""Reference encoding: crop with context, patch tokens, soft-mask-weighted mean (METHOD.md 3-4).
 
 For reference k with soft patch weights ``m (N,)`` and patch tokens ``F (N, D)``:
 ``v_k = sum_p m_p F_p / sum_p m_p`` (one ``(D,)`` vector; no dense feature map is kept).
@@ -14,7 +14,7 @@ import torch
 
 from .config import MethodConfig
 from .errors import InputError
-from .models.dinov2 import PatchEncoder
+from .models.encoder import PatchEncoder, input_size
 from .transforms import context_crop_window, crop_reference, mask_box, patch_mask_weights, to_tensor
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class ReferenceCrop:
     """A reference ready for the encoder.
 
-    image: ``(3, S, S)`` in [0, 1]; weights: ``(G*G,)`` soft patch weights (G = S / 14);
+    image: ``(3, S, S)`` in [0, 1]; weights: ``(G*G,)`` soft patch weights (G = S / patch size);
     window: the crop ``(left, top, right, bottom)`` in original pixels.
     """
 
@@ -39,11 +39,14 @@ def prepare_reference(
     config: MethodConfig,
     box: tuple[float, float, float, float] | None = None,
     name: str = "reference",
+    patch_size: int = 14,
 ) -> ReferenceCrop:
     """Crop ``image (H, W, 3) uint8`` and ``mask (H, W) bool`` around ``box`` and compute patch weights.
 
     ``box``: ``(x0, y0, x1, y1)`` original pixels; by default the tight box of the mask. (The COCO protocol
-    passes the annotation box truncated with ``int()``, as the paper does.)
+    passes the annotation box truncated with ``int()``, as the paper does.) The crop's side ``S`` is
+    ``config.encoder_size`` for an encoder of ``patch_size`` (14: DINOv2, 16: DINOv3), on a ``S / patch_size``
+    grid.
     """
     if box is None:
         box = mask_box(mask)
@@ -53,9 +56,9 @@ def prepare_reference(
     window = context_crop_window(box, mask.shape, config.context_ratio)
     if window[2] <= window[0] or window[3] <= window[1]:
         raise InputError(f"{name}: the box {tuple(box)} lies outside the {mask.shape[1]}x{mask.shape[0]} image")
-    size = config.encoder_size
+    size = input_size(config.encoder_size, patch_size)
     img, soft = crop_reference(to_tensor(image), torch.from_numpy(mask), window, size)
-    grid = size // 14
+    grid = size // patch_size
     weights = patch_mask_weights(soft, grid, config.ref_mask_sampling)
     if float(weights.sum()) <= 0:
         # A thin object can miss every sampled pixel; the original then produced a NaN prototype.

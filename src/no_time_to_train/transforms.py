@@ -1,7 +1,8 @@
 """Resizes, crops and normalisation, exactly as the method specifies (METHOD.md 3.1, 5.1).
 
 Frames: an *original* image is ``(H, W)`` pixels; the *SAM frame* is the image squashed to
-``sam_image_size``² (1024²); the *encoder frame* is ``encoder_size``² (518²).
+``sam_image_size``² (1024²); the *encoder frame* is the encoder's input side ``S``² (518² for the paper's
+DINOv2).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """Per-channel normalisation of ``(..., 3, h, w)`` values in [0, 1]; ImageNet statistics by default (SAM,
-    SAM2 and DINOv2 all use them)."""
+    SAM2, DINOv2 and DINOv3's LVD-1689M models use them)."""
     mean = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
     std = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x - mean) / std

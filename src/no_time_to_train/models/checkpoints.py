@@ -1,4 +1,5 @@
-"""Loading the proposer (SAM2, SAM, SAM-HQ) and DINOv2 weights: the one place where a model is chosen.
+"""Loading the proposer (SAM2, SAM, SAM-HQ, SAM 3 tracker) and patch-encoder (DINOv2, DINOv3 ViT) weights: the one
+place where a model is chosen.
 
 :func:`load_sam2`, :func:`load_proposer` (SAM2, SAM or SAM-HQ) and :func:`load_encoder` accept
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    DINOv3ViTModel,
     Dinov2Model,
     Dinov2WithRegistersModel,
     PreTrainedModel,
@@ -35,9 +37,11 @@ from transformers import (
     SamHQModel,
     SamModel,
 )
+from transformers.models.dinov3_vit.modeling_dinov3_vit import DINOv3ViTRopePositionEmbedding
 
 from ..errors import CheckpointError
 from .dinov2_keys import dinov2_hf_to_meta, dinov2_meta_to_hf, flatten_chunks
+from .dinov3_keys import dinov3_hf_to_meta, dinov3_meta_to_hf, looks_like_dinov3
 from .keymap import few
 from .sam2_keys import sam2_hf_to_meta, sam2_meta_to_hf
 from .sam_keys import sam_hf_to_meta, sam_meta_to_hf
@@ -48,6 +52,8 @@ __all__ = [
     "check_models",
     "dinov2_hf_to_meta",
     "dinov2_meta_to_hf",
+    "dinov3_hf_to_meta",
+    "dinov3_meta_to_hf",
     "load_encoder",
     "load_proposer",
     "load_sam2",
@@ -85,7 +91,12 @@ _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pkl", ".ta
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _SAM2_CLASSES = {"sam2": Sam2Model, "sam2_video": Sam2Model}
 _PROPOSER_CLASSES = {**_SAM2_CLASSES, "sam3_tracker": Sam3TrackerModel, "sam": SamModel, "sam_hq": SamHQModel}
-_DINOV2_CLASSES = {"dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel}
+_ENCODER_CLASSES = {
+    "dinov2": Dinov2Model,
+    "dinov2_with_registers": Dinov2WithRegistersModel,
+    "dinov3_vit": DINOv3ViTModel,
+}
+ENCODER_FAMILIES = "DINOv2 or DINOv3 ViT"
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -117,8 +128,17 @@ def _classify(source: str | os.PathLike | None, default: str, what: str, hint: s
     raise CheckpointError(f"{what} checkpoint file not found: {path}. {hint}")
 
 
+def _fresh_rope(model: PreTrainedModel) -> None:
+    """Rebuild DINOv3's RoPE module on the model's device: its frequencies are a computed, non-persistent
+    float32 buffer (never in a checkpoint, kept in float32 in a bf16 model, as transformers does)."""
+    if isinstance(model, DINOv3ViTModel):
+        model.rope_embeddings = DINOv3ViTRopePositionEmbedding(model.config).to(model.norm.weight.device)
+
+
 def _finish(model: PreTrainedModel, device, dtype) -> PreTrainedModel:
+    _fresh_rope(model)  # a model built on the meta device has no frequencies yet
     model.to(device=device, dtype=dtype)
+    _fresh_rope(model)
     model.eval()
     model.requires_grad_(False)
     return model
@@ -134,10 +154,15 @@ def _describe(sd: Mapping[str, torch.Tensor]) -> str:
         return "a Meta SAM-HQ checkpoint" if hq else "a Meta SAM (v1) checkpoint"
     if any(k.startswith("vision_encoder.backbone.") for k in keys):
         return "a transformers SAM2 state dict (pass the directory that holds it with its config.json)"
+    if looks_like_dinov3(sd):
+        return "a Meta DINOv3 ViT checkpoint"
+    if any(k.startswith(("stages.", "downsample_layers.")) for k in keys):
+        return "a ConvNeXt checkpoint (DINOv3 ConvNeXt is not supported: use a DINOv3 ViT)"
     if "cls_token" in sd and any(".attn.qkv." in k for k in keys):
         return "a Meta DINOv2 checkpoint"
     if "embeddings.cls_token" in sd:
-        return "a transformers DINOv2 state dict (pass the directory that holds it with its config.json)"
+        family = "DINOv3" if "embeddings.register_tokens" in sd and "norm.weight" in sd else "DINOv2"
+        return f"a transformers {family} state dict (pass the directory that holds it with its config.json)"
     return f"an unrecognised state dict (keys such as {few(keys, 3)})"
 
 
@@ -274,10 +299,27 @@ def _hub_local_only(repo_id: str, what: str, hint: str) -> bool:
                           f"Hugging Face cache. {hint}")
 
 
+def _is_gated(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from is huggingface_hub's GatedRepoError."""
+    from huggingface_hub.errors import GatedRepoError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, GatedRepoError):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _hub_failure(repo_id: str, exc: BaseException, what: str, hint: str) -> CheckpointError:
     from huggingface_hub import constants
 
     reason = "offline (HF_HUB_OFFLINE) and not in the local cache" if constants.HF_HUB_OFFLINE else _short(exc)
+    if _is_gated(exc):
+        reason = (f"the repo is gated and this machine has no access: accept its license at "
+                  f"https://huggingface.co/{repo_id} and log in (`hf auth login`, or set HF_TOKEN), or download "
+                  f"Meta's checkpoint file and pass its path")
     return CheckpointError(f"could not load {what} weights {repo_id!r} from the Hugging Face hub: {reason}. {hint}")
 
 
@@ -400,7 +442,7 @@ def load_proposer(
     return _load_proposer_model(source, PROPOSER, PROPOSER_HINT, device, dtype)
 
 
-# ----------------------------------------------------------------------------------------------------- DINOv2
+# ----------------------------------------------------------------------------------------------------- encoders
 def _strip_backbone(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Teacher/student training checkpoints prefix the ViT with ``backbone.`` next to training-only heads."""
     if any(k.startswith("backbone.") for k in sd):
@@ -409,60 +451,71 @@ def _strip_backbone(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _encoder_from_file(path: Path, device, dtype):
-    sd = _strip_backbone(_read_state_dict(path, "DINOv2", ENCODER_HINT))
-    if "cls_token" not in sd or "patch_embed.proj.weight" not in sd:
-        raise CheckpointError(f"{path} is not a DINOv2 checkpoint: it looks like {_describe(sd)}. {ENCODER_HINT}")
+    sd = _strip_backbone(_read_state_dict(path, "encoder", ENCODER_HINT))
+    if looks_like_dinov3(sd) and "patch_embed.proj.weight" in sd:
+        family, convert, model_cls, to_meta = "DINOv3", dinov3_meta_to_hf, DINOv3ViTModel, dinov3_hf_to_meta
+    elif "cls_token" in sd and "patch_embed.proj.weight" in sd:
+        family, convert, model_cls, to_meta = "DINOv2", dinov2_meta_to_hf, None, dinov2_hf_to_meta
+        sd = flatten_chunks(sd)
+    else:
+        raise CheckpointError(f"{path} is not a {ENCODER_FAMILIES} checkpoint: it looks like {_describe(sd)}. "
+                              f"{ENCODER_HINT}")
     try:
-        config, hf_sd = dinov2_meta_to_hf(sd)
+        config, hf_sd = convert(sd)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    model_cls = _DINOV2_CLASSES[config.model_type]
-    model = _instantiate(model_cls, config, hf_sd, path, device, dtype, flatten_chunks(sd), dinov2_hf_to_meta)
+    config._name_or_path = str(path)
+    model_cls = model_cls or _ENCODER_CLASSES[config.model_type]
+    model = _instantiate(model_cls, config, hf_sd, path, device, dtype, sd, to_meta)
     logger.info(
-        "loaded DINOv2 (hidden %d, %d layers, %d registers) from %s",
-        config.hidden_size, config.num_hidden_layers, getattr(config, "num_register_tokens", 0), path,
+        "loaded %s (hidden %d, %d layers, %d registers) from %s",
+        family, config.hidden_size, config.num_hidden_layers, getattr(config, "num_register_tokens", 0), path,
     )
     return model
 
 
 def load_encoder(
     source: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> Dinov2Model | Dinov2WithRegistersModel:
-    """Load the DINOv2 image encoder, in eval mode, on ``device``, in ``dtype``, frozen.
+) -> PreTrainedModel:
+    """Load the patch encoder (DINOv2 or DINOv3 ViT), in eval mode, on ``device``, in ``dtype``, frozen.
 
-    ``source`` is a Meta checkpoint file (``dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth``, a plain state dict or
-    one wrapped in ``{"teacher"|"model": ...}``), a Hugging Face directory, or a hub id; ``None`` means
-    :data:`DEFAULT_ENCODER`. Returns ``Dinov2WithRegistersModel`` for register checkpoints. Raises
-    CheckpointError when the weights are missing, unreadable or not DINOv2.
+    ``source`` is a Meta checkpoint file (``dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth``,
+    ``dinov3_vit*16*_pretrain_{lvd1689m,sat493m}-*.pth``; a plain state dict or one wrapped in
+    ``{"teacher"|"model": ...}``), a Hugging Face directory, or a hub id (``facebook/dinov3-vitl16-pretrain-
+    lvd1689m`` ...); ``None`` means :data:`DEFAULT_ENCODER`. Returns ``Dinov2Model``,
+    ``Dinov2WithRegistersModel`` or ``DINOv3ViTModel``. Raises CheckpointError when the weights are missing,
+    unreadable, of no supported family, or (hub) gated without access.
     """
-    kind, where = _classify(source, DEFAULT_ENCODER, "DINOv2", ENCODER_HINT)
+    kind, where = _classify(source, DEFAULT_ENCODER, "encoder", ENCODER_HINT)
     if kind == "file":
         return _encoder_from_file(where, device, dtype)
     local_only = False
     if kind == "dir":
-        model_type = _dir_model_type(where, "DINOv2", ENCODER_HINT)
+        model_type = _dir_model_type(where, "encoder", ENCODER_HINT)
     else:
-        local_only = _hub_local_only(where, "DINOv2", ENCODER_HINT)
+        local_only = _hub_local_only(where, "encoder", ENCODER_HINT)
         try:
             model_type = _hub_model_type(where, local_only)
         except Exception as exc:
-            raise _hub_failure(where, exc, "DINOv2", ENCODER_HINT) from exc
-    if model_type not in _DINOV2_CLASSES:
+            raise _hub_failure(where, exc, "encoder", ENCODER_HINT) from exc
+    if model_type not in _ENCODER_CLASSES:
+        extra = " (DINOv3 ConvNeXt models are not supported: use a DINOv3 ViT)" if "convnext" in model_type else ""
         raise CheckpointError(
-            f"{where} holds a {model_type or 'unknown'!r} model (config model_type), not DINOv2. {ENCODER_HINT}"
+            f"{where} holds a {model_type or 'unknown'!r} model (config model_type), not {ENCODER_FAMILIES}"
+            f"{extra}. {ENCODER_HINT}"
         )
     try:
-        return _load_hf(_DINOV2_CLASSES[model_type], where, device, dtype, "DINOv2", local_only)
+        return _load_hf(_ENCODER_CLASSES[model_type], where, device, dtype, "encoder", local_only)
     except CheckpointError:
         raise
     except Exception as exc:
         if kind == "hub":
-            raise _hub_failure(where, exc, "DINOv2", ENCODER_HINT) from exc
-        raise CheckpointError(f"cannot load DINOv2 from {where}: {_short(exc)}") from exc
+            raise _hub_failure(where, exc, "encoder", ENCODER_HINT) from exc
+        raise CheckpointError(f"cannot load the encoder from {where}: {_short(exc)}") from exc
 
 
 # ----------------------------------------------------------------------------------------------------- both
-_MODELS = {"sam2": ("SAM2", DEFAULT_SAM2, SAM2_HINT), "encoder": ("DINOv2", DEFAULT_ENCODER, ENCODER_HINT)}
+_MODELS = {"sam2": ("SAM2", DEFAULT_SAM2, SAM2_HINT), "encoder": ("encoder", DEFAULT_ENCODER, ENCODER_HINT)}
 
 
 def check_models(**sources) -> None:

@@ -1,4 +1,5 @@
-"""Architecture tables for the official SAM2 and DINOv2 releases, as transformers configs (and tiny SAM / SAM-HQ).
+"""Architecture tables for the official SAM2, DINOv2 and DINOv3 releases, as transformers configs (and tiny SAM /
+SAM-HQ / SAM 3 tracker test configs).
 
 The official checkpoints do not record their architecture, and some of it (attention heads, Hiera window
 sizes, global-attention blocks) cannot be read off tensor shapes. These tables hold those facts for every
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import Dinov2Config, Dinov2WithRegistersConfig, Sam2Config, Sam3TrackerConfig, SamConfig, SamHQConfig
+from transformers import (DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig, Sam2Config, Sam3TrackerConfig,
+                          SamConfig, SamHQConfig)
 
 
 @dataclass(frozen=True)
@@ -194,3 +196,35 @@ def dinov2_config_for(
     if num_register_tokens:
         return Dinov2WithRegistersConfig(num_register_tokens=num_register_tokens, **kwargs)
     return Dinov2Config(**kwargs)
+
+
+#: Official DINOv3 ViT sizes (patch 16, 4 registers): name -> (hidden, layers, heads, MLP width, SwiGLU).
+#: The LVD-1689M and SAT-493M releases share these architectures.
+DINOV3_VARIANTS: dict[str, tuple[int, int, int, int, bool]] = {
+    "vits16": (384, 12, 6, 1536, False),
+    "vits16plus": (384, 12, 6, 1536, True),
+    "vitb16": (768, 12, 12, 3072, False),
+    "vitl16": (1024, 24, 16, 4096, False),
+    "vith16plus": (1280, 32, 20, 5120, True),
+    "vit7b16": (4096, 40, 32, 8192, True),
+    "test-tiny": (32, 2, 2, 64, False),
+}
+
+
+def dinov3_config(variant: str = "vitl16", *, num_register_tokens: int = 4, rope_theta: float = 100.0,
+                  key_bias: bool = False) -> DINOv3ViTConfig:
+    """A transformers ``DINOv3ViTConfig`` for an official size (``vits16`` ... ``vit7b16``) or ``test-tiny``."""
+    hidden, layers, heads, width, gated = DINOV3_VARIANTS[variant]
+    return DINOv3ViTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=width,
+        use_gated_mlp=gated,
+        hidden_act="silu" if gated else "gelu",
+        num_register_tokens=num_register_tokens,
+        rope_theta=rope_theta,
+        key_bias=key_bias,
+        patch_size=16,
+        layer_norm_eps=1e-5,
+    )

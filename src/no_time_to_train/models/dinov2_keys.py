@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
 
 import torch
 from transformers import Dinov2Config, Dinov2WithRegistersConfig
 
 from ..errors import CheckpointError
 from .configs import DINOV2_VARIANTS, dinov2_config_for
-from .keymap import FIELDS, KeyMap, Template, few
+from .keymap import KeyMap, fused, hf_to_meta, meta_to_hf
 
 _BLOCK = r"^blocks\.(\d+)\."
 _CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
@@ -39,31 +38,10 @@ _KEYS = KeyMap(
 )
 
 
-class _Fused(NamedTuple):
-    """A Meta tensor that transformers splits along dim 0 into ``parts`` (in this order)."""
-
-    meta: Template
-    hf: Template  # with a ``{part}`` field on top of the Meta template's
-    parts: tuple[str, ...]
-
-
-def _fused(meta: str, hf: str, parts: tuple[str, ...]) -> _Fused:
-    return _Fused(Template(meta, FIELDS), Template(hf, {**FIELDS, "part": "|".join(parts)}), parts)
-
-
 _FUSED = (
-    _fused("blocks.{i}.attn.qkv.{wb}", "encoder.layer.{i}.attention.{part}.{wb}", ("q_proj", "k_proj", "v_proj")),
-    _fused("blocks.{i}.mlp.w12.{wb}", "encoder.layer.{i}.mlp.{part}.{wb}", ("gate_proj", "up_proj")),
+    fused("blocks.{i}.attn.qkv.{wb}", "encoder.layer.{i}.attention.{part}.{wb}", ("q_proj", "k_proj", "v_proj")),
+    fused("blocks.{i}.mlp.w12.{wb}", "encoder.layer.{i}.mlp.{part}.{wb}", ("gate_proj", "up_proj")),
 )
-
-
-def _match_fused(key: str, side: str) -> tuple[_Fused, dict[str, str]] | None:
-    """The fused rule whose ``side`` (``"meta"`` or ``"hf"``) template matches ``key``, and its field values."""
-    for rule in _FUSED:
-        values = getattr(rule, side).match(key)
-        if values is not None:
-            return rule, values
-    return None
 
 
 def flatten_chunks(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
@@ -75,53 +53,12 @@ def flatten_chunks(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch
 
 def dinov2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a Meta DINOv2 state dict to transformers keys; unknown keys raise CheckpointError."""
-    state_dict = flatten_chunks(state_dict)
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, value in state_dict.items():
-        fused = _match_fused(key, "meta")
-        if fused:
-            rule, values = fused
-            for part, chunk in zip(rule.parts, value.chunk(len(rule.parts), dim=0), strict=True):
-                out[rule.hf.format({**values, "part": part})] = chunk.clone()  # own storage: saves cleanly
-            continue
-        new = _KEYS.to_hf(key)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
-    if unknown:
-        raise CheckpointError(
-            f"DINOv2 checkpoint has {len(unknown)} key(s) that match no DINOv2 weight: {few(unknown)}"
-        )
-    return out
+    return meta_to_hf(flatten_chunks(state_dict), _KEYS, _FUSED, "DINOv2")
 
 
 def dinov2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a transformers DINOv2 state dict to Meta's key names (fusing q/k/v into ``qkv``, gate/up into ``w12``)."""
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    fused: dict[str, tuple[_Fused, dict[str, torch.Tensor]]] = {}  # Meta key -> (rule, parts found)
-    for key, value in state_dict.items():
-        hit = _match_fused(key, "hf")
-        if hit:
-            rule, values = hit
-            part = values.pop("part")
-            fused.setdefault(rule.meta.format(values), (rule, {}))[1][part] = value
-            continue
-        new = _KEYS.to_meta(key)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
-    if unknown:
-        raise CheckpointError(f"transformers DINOv2 state dict has keys with no Meta counterpart: {few(unknown)}")
-    for meta_key, (rule, parts) in fused.items():
-        missing = [n for n in rule.parts if n not in parts]
-        if missing:
-            raise CheckpointError(f"cannot fuse {meta_key}: missing {missing}")
-        out[meta_key] = torch.cat([parts[n] for n in rule.parts], dim=0)
-    return out
+    return hf_to_meta(state_dict, _KEYS, _FUSED, "DINOv2")
 
 
 def _get(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:

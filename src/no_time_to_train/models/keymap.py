@@ -10,6 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from string import Formatter
+from typing import NamedTuple
+
+import torch
+
+from ..errors import CheckpointError
 
 # Fields every key map knows: a block / layer index and the parameter kind.
 FIELDS = {"i": r"\d+", "wb": r"weight|bias"}
@@ -144,3 +149,75 @@ class MlpKeyMap:
         prefix, name, kind = hit
         idx = 0 if name == "proj_in" else depths[prefix] - 1 if name == "proj_out" else int(name.split(".")[1]) + 1
         return f"{prefix}.layers.{idx}.{kind}"
+
+
+class Fused(NamedTuple):
+    """A Meta tensor that transformers splits along dim 0 into equal ``parts`` (in this order)."""
+
+    meta: Template
+    hf: Template  # with a ``{part}`` field on top of the Meta template's
+    parts: tuple[str, ...]
+
+
+def fused(meta: str, hf: str, parts: tuple[str, ...]) -> Fused:
+    """A :class:`Fused` rule from templates on :data:`FIELDS`; ``hf`` adds the ``{part}`` field."""
+    return Fused(Template(meta, FIELDS), Template(hf, {**FIELDS, "part": "|".join(parts)}), parts)
+
+
+def _match_fused(key: str, rules: Sequence[Fused], side: str) -> tuple[Fused, dict[str, str]] | None:
+    """The rule whose ``side`` (``"meta"`` or ``"hf"``) template matches ``key``, and its field values."""
+    for rule in rules:
+        values = getattr(rule, side).match(key)
+        if values is not None:
+            return rule, values
+    return None
+
+
+def meta_to_hf(sd: Mapping[str, torch.Tensor], keys: KeyMap, rules: Sequence[Fused], family: str) -> dict:
+    """Rename a Meta state dict to transformers' names, splitting fused tensors; unknown keys raise
+    CheckpointError naming them."""
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in sd.items():
+        hit = _match_fused(key, rules, "meta")
+        if hit:
+            rule, values = hit
+            for part, chunk in zip(rule.parts, value.chunk(len(rule.parts), dim=0), strict=True):
+                out[rule.hf.format({**values, "part": part})] = chunk.clone()  # own storage: saves cleanly
+            continue
+        new = keys.to_hf(key)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise CheckpointError(f"{family} checkpoint has {len(unknown)} key(s) that match no {family} weight: "
+                              f"{few(unknown)}")
+    return out
+
+
+def hf_to_meta(sd: Mapping[str, torch.Tensor], keys: KeyMap, rules: Sequence[Fused], family: str) -> dict:
+    """Rename a transformers state dict to Meta's names, concatenating the parts of fused tensors."""
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    parts_of: dict[str, tuple[Fused, dict[str, torch.Tensor]]] = {}  # Meta key -> (rule, parts found)
+    for key, value in sd.items():
+        hit = _match_fused(key, rules, "hf")
+        if hit:
+            rule, values = hit
+            part = values.pop("part")
+            parts_of.setdefault(rule.meta.format(values), (rule, {}))[1][part] = value
+            continue
+        new = keys.to_meta(key)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise CheckpointError(f"transformers {family} state dict has keys with no Meta counterpart: {few(unknown)}")
+    for meta_key, (rule, parts) in parts_of.items():
+        missing = [n for n in rule.parts if n not in parts]
+        if missing:
+            raise CheckpointError(f"cannot fuse {meta_key}: missing {missing}")
+        out[meta_key] = torch.cat([parts[n] for n in rule.parts], dim=0)
+    return out

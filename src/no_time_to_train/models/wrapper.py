@@ -1,4 +1,4 @@
-"""What the model wrappers (the proposers, :class:`~.dinov2.PatchEncoder`) share."""
+"""What the model wrappers (the proposers, :class:`~.encoder.PatchEncoder`) share."""
 
 from __future__ import annotations
 
