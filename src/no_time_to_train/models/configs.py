@@ -211,10 +211,9 @@ DINOV3_VARIANTS: dict[str, tuple[int, int, int, int, bool]] = {
 }
 
 
-def dinov3_config(variant: str = "vitl16", *, num_register_tokens: int = 4, rope_theta: float = 100.0,
-                  key_bias: bool = False) -> DINOv3ViTConfig:
-    """A transformers ``DINOv3ViTConfig`` for an official size (``vits16`` ... ``vit7b16``) or ``test-tiny``."""
-    hidden, layers, heads, width, gated = DINOV3_VARIANTS[variant]
+def dinov3_vit_config(hidden: int, layers: int, heads: int, width: int, gated: bool, **extra) -> DINOv3ViTConfig:
+    """A transformers ``DINOv3ViTConfig`` of a given shape (SwiGLU MLP when ``gated``); ``extra`` overrides the rest
+    (registers, RoPE theta, biases, patch size 16 and LayerNorm eps 1e-5 by default)."""
     return DINOv3ViTConfig(
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -222,9 +221,12 @@ def dinov3_config(variant: str = "vitl16", *, num_register_tokens: int = 4, rope
         intermediate_size=width,
         use_gated_mlp=gated,
         hidden_act="silu" if gated else "gelu",
-        num_register_tokens=num_register_tokens,
-        rope_theta=rope_theta,
-        key_bias=key_bias,
-        patch_size=16,
-        layer_norm_eps=1e-5,
+        **{"patch_size": 16, "layer_norm_eps": 1e-5, **extra},
     )
+
+
+def dinov3_config(variant: str = "vitl16", *, num_register_tokens: int = 4, rope_theta: float = 100.0,
+                  key_bias: bool = False) -> DINOv3ViTConfig:
+    """A transformers ``DINOv3ViTConfig`` for an official size (``vits16`` ... ``vit7b16``) or ``test-tiny``."""
+    return dinov3_vit_config(*DINOV3_VARIANTS[variant], num_register_tokens=num_register_tokens,
+                             rope_theta=rope_theta, key_bias=key_bias)

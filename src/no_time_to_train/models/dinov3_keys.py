@@ -23,7 +23,7 @@ import torch
 from transformers import DINOv3ViTConfig
 
 from ..errors import CheckpointError
-from .configs import DINOV3_VARIANTS
+from .configs import DINOV3_VARIANTS, dinov3_vit_config
 from .keymap import KeyMap, fused, hf_to_meta, meta_to_hf
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -123,13 +123,8 @@ def infer_dinov3_config(sd: Mapping[str, torch.Tensor]) -> DINOv3ViTConfig:
         heads = hidden // head_dim
     else:
         heads = next((h for (d, _, h, _, _) in DINOV3_VARIANTS.values() if d == hidden), max(1, hidden // 64))
-    return DINOv3ViTConfig(
-        hidden_size=hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=heads,
-        intermediate_size=width,
-        use_gated_mlp=gated,
-        hidden_act="silu" if gated else "gelu",
+    return dinov3_vit_config(
+        hidden, depth, heads, width, gated,
         num_register_tokens=registers,
         rope_theta=theta,
         patch_size=patch_size,
@@ -138,7 +133,6 @@ def infer_dinov3_config(sd: Mapping[str, torch.Tensor]) -> DINOv3ViTConfig:
         value_bias="blocks.0.attn.qkv.bias" in sd,
         proj_bias="blocks.0.attn.proj.bias" in sd,
         mlp_bias=f"blocks.0.mlp.{'w1' if gated else 'fc1'}.bias" in sd,
-        layer_norm_eps=1e-5,
     )
 
 

@@ -47,15 +47,7 @@ class SamProposer(Proposer):
     @torch.inference_mode()
     def decode(self, emb: SamV1Embedding, points=None, labels=None, boxes=None, multimask: bool = True):
         """See :meth:`Proposer.decode`."""
-        sparse, dense = self.prompt_embeddings(points, labels, boxes)
-        masks, iou = self.model.mask_decoder(
-            image_embeddings=emb.embedding,
-            image_positional_embeddings=self._positional(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-        )
-        return masks[0], iou[0]
+        return _run_decoder(self, emb, points, labels, boxes, multimask)
 
 
 class SamHQProposer(Proposer):
@@ -73,26 +65,33 @@ class SamHQProposer(Proposer):
     @torch.inference_mode()
     def decode(self, emb: SamV1Embedding, points=None, labels=None, boxes=None, multimask: bool = True):
         """See :meth:`Proposer.decode`; tokens 1-3 come back in token order (not sorted by IoU)."""
-        sparse, dense = self.prompt_embeddings(points, labels, boxes)
         raw_iou: list[torch.Tensor] = []
         head = self.model.mask_decoder.iou_prediction_head
         hook = head.register_forward_hook(lambda _module, _args, out: raw_iou.append(out))
         try:
-            masks, iou = self.model.mask_decoder(
-                image_embeddings=emb.embedding,
-                image_positional_embeddings=self._positional(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
-                hq_token_only=False,
+            masks, iou = _run_decoder(
+                self, emb, points, labels, boxes, multimask, hq_token_only=False,
                 intermediate_embeddings=[emb.vit_features] if emb.vit_features is not None else None,
             )
         finally:
             hook.remove()
-        masks, iou = masks[0], iou[0]
         if multimask:  # transformers returns tokens 1-3 sorted by IoU: put them back in token order
             token_iou = raw_iou[0][0, :, 1:4]
             order = torch.sort(token_iou, dim=1, descending=True).indices  # the same sort transformers makes
             masks = torch.empty_like(masks).scatter_(1, order[:, :, None, None].expand_as(masks), masks)
             iou = token_iou
         return masks, iou
+
+
+def _run_decoder(proposer: Proposer, emb: SamV1Embedding, points, labels, boxes, multimask: bool, **extra):
+    """transformers' SAM / SAM-HQ mask decoder on one image and ``B`` prompts: ``(B, T, h, w)``, ``(B, T)``."""
+    sparse, dense = proposer.prompt_embeddings(points, labels, boxes)
+    masks, iou = proposer.model.mask_decoder(
+        image_embeddings=emb.embedding,
+        image_positional_embeddings=proposer._positional(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+        **extra,
+    )
+    return masks[0], iou[0]
