@@ -28,7 +28,12 @@ log = logging.getLogger("no_time_to_train")
 
 # -- argument helpers -------------------------------------------------------------------------------------
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from .presets import PRESETS, presets_help
+
     g = p.add_argument_group("models and hardware")
+    g.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help=f"named models (and the settings they need); --sam2/--encoder and method settings override "
+                   f"it. {presets_help()}")
     g.add_argument("--sam2", "--proposer", dest="sam2", default=None, metavar="PATH|ID",
                    help="the mask proposer: SAM2 / SAM 2.1, SAM or SAM-HQ (Meta checkpoint file, HF directory or hub "
                    "id), or a SAM 3 tracker (HF directory or hub id; needs --sam-image-size 1008) (default: "
@@ -82,12 +87,18 @@ def positive_int(text: str) -> int:
 
 
 def _method_config(args) -> MethodConfig:
-    """The method settings: ``--config`` file, then ``--set`` items, then the per-setting flags.
+    """The method settings: the ``--preset``'s, then the ``--config`` file, ``--set`` items and per-setting flags.
 
     An invalid value is reported under the name the user typed: ``--iou-threshold``, ``--set iou_threshold``
     or the config file's key.
     """
-    cfg = MethodConfig.from_file(args.config) if getattr(args, "config", None) else MethodConfig()
+    cfg = MethodConfig()
+    if getattr(args, "preset", None):
+        from .presets import get_preset
+
+        cfg = cfg.replace(**get_preset(args.preset).settings)
+    if getattr(args, "config", None):
+        cfg = MethodConfig.from_file(args.config, base=cfg)
     items, labels = [], {}
     for item in getattr(args, "overrides", []) or []:
         key = item.split("=", 1)[0].strip().replace("-", "_")
@@ -418,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "quiet", False))
+    if getattr(args, "preset", None):  # the preset's models, unless given explicitly
+        from .presets import get_preset
+
+        preset = get_preset(args.preset)
+        args.sam2 = args.sam2 or preset.proposer
+        args.encoder = args.encoder or preset.encoder
     try:
         _check_up_front(args)
         return args.func(args)

@@ -141,8 +141,10 @@ class MethodConfig:
         return cls(**data)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "MethodConfig":
-        """Read a YAML or JSON file of settings (a flat mapping, or one under a ``method:`` key)."""
+    def from_file(cls, path: str | Path, base: "MethodConfig | None" = None) -> "MethodConfig":
+        """Read a YAML or JSON file of settings (a flat mapping, or one under a ``method:`` key).
+
+        The file's settings apply over ``base`` (default: the paper's)."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"config file {path} not found")
@@ -161,7 +163,7 @@ class MethodConfig:
         if not isinstance(data, dict):
             raise InputError(f"config file {path} must hold a mapping of setting: value")
         try:
-            return cls.from_dict(data)
+            return (base or cls()).replace(**data)
         except SettingError as exc:
             raise exc.relabel(f"config file {path}: {exc.setting}") from None
 

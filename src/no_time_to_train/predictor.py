@@ -145,6 +145,20 @@ class ReferenceSegmenter:
         elif memory is not None:
             self.load_memory(memory)
 
+    @classmethod
+    def from_preset(cls, name: str, sam2: Any = None, encoder: Any = None, config: MethodConfig | None = None,
+                    **kwargs: Any) -> "ReferenceSegmenter":
+        """A segmenter with the models of preset ``name`` (see :mod:`no_time_to_train.presets`).
+
+        ``sam2``/``encoder`` replace the preset's models (e.g. a local Meta file of the same model); ``config``
+        replaces its settings; other keyword arguments go to the constructor.
+        """
+        from .presets import get_preset
+
+        preset = get_preset(name)
+        return cls(sam2=sam2 or preset.proposer, encoder=encoder or preset.encoder,
+                   config=config or MethodConfig().replace(**preset.settings), **kwargs)
+
     # -- models ----------------------------------------------------------------------------------------
     def _model(self, src: Any, kind: str) -> torch.nn.Module:
         if isinstance(src, torch.nn.Module):
