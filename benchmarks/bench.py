@@ -63,9 +63,19 @@ REF_CATEGORIES = (("person", 1), ("car", 3), ("dog", 18))
 
 # -- set-up ------------------------------------------------------------------------------------------------
 def build_models(args):
-    """Model objects (random) or sources (anything ReferenceSegmenter loads) for SAM2 and the encoder."""
+    """Model objects (random) or sources (anything ReferenceSegmenter loads) for SAM2 and the encoder.
+
+    With ``--preset``, ``random`` models have the preset's architecture (``--size`` is ignored)."""
     sam_variant, vit_variant = SIZES[args.size]
     sam2, encoder = args.sam2, args.encoder
+    if args.preset:
+        from no_time_to_train.presets import get_preset, random_models
+
+        preset = get_preset(args.preset)
+        rand_sam2, rand_encoder = random_models(preset) if "random" in (sam2, encoder) else (None, None)
+        sam2 = rand_sam2 if sam2 == "random" else sam2 or preset.proposer
+        encoder = rand_encoder if encoder == "random" else encoder or preset.encoder
+        return sam2, encoder
     if sam2 == "random" or encoder == "random":
         from transformers import Dinov2Model, Sam2Model
 
@@ -206,6 +216,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--size", default="tiny", choices=list(SIZES), help="architecture of 'random' models")
+    p.add_argument("--preset", default=None, help="a preset's models (random ones of its architecture with "
+                   "--sam2 random --encoder random) and settings; see no_time_to_train/presets.py")
     p.add_argument("--points-per-side", type=int, default=32)
     p.add_argument("--point-batch-size", default="auto", help="decoder batch: an integer or 'auto'")
     p.add_argument("--max-images", type=int, default=None)
@@ -245,6 +257,10 @@ def main(argv=None) -> int:
                              f"images of {args.images} (--evaluate PATH)")
     pbs = args.point_batch_size if args.point_batch_size == "auto" else int(args.point_batch_size)
     config = MethodConfig(points_per_side=args.points_per_side, point_batch_size=pbs)
+    if args.preset:
+        from no_time_to_train.presets import get_preset
+
+        config = config.replace(**get_preset(args.preset).settings)
 
     t0 = time.perf_counter()
     sam2, encoder = build_models(args)
@@ -253,9 +269,17 @@ def main(argv=None) -> int:
     faithful.add_references(reference_items(args.refs_per_class, images))
     cat_ids = [int(i) for i in faithful.memory.category_ids]
     timer = Timer(device)
-    setting = (f"SAM2 {args.sam2 if args.sam2 != 'random' else 'random ' + SIZES[args.size][0]}, DINOv2 "
-               f"{args.encoder if args.encoder != 'random' else 'random ' + SIZES[args.size][1]}, {args.device}, "
-               f"{args.dtype}, {args.points_per_side}x{args.points_per_side} prompts")
+    if args.preset:
+        from no_time_to_train.presets import get_preset
+
+        arch = get_preset(args.preset).architecture
+        setting = (f"preset {args.preset}: {arch[0]} {arch[1]}, {arch[2]} {arch[3]}"
+                   + (" (random)" if "random" in (args.sam2, args.encoder) else "")
+                   + f", {args.device}, {args.dtype}, {args.points_per_side}x{args.points_per_side} prompts")
+    else:
+        setting = (f"SAM2 {args.sam2 if args.sam2 != 'random' else 'random ' + SIZES[args.size][0]}, DINOv2 "
+                   f"{args.encoder if args.encoder != 'random' else 'random ' + SIZES[args.size][1]}, {args.device}, "
+                   f"{args.dtype}, {args.points_per_side}x{args.points_per_side} prompts")
     print(f"{setting}: {len(images)} images, memory of {len(faithful.memory)} references ({', '.join(faithful.categories)})")
 
     models = (faithful.proposer.model, faithful.encoder.model)
@@ -326,6 +350,8 @@ def main(argv=None) -> int:
         "images_dir": str(args.images),
         "interleaved": bool(args.interleave),
         "model_load_seconds": load_seconds,
+        "preset": args.preset,
+        "memory_bytes_per_reference": 4 * faithful.encoder.dim,  # one float32 vector of the encoder's width
         "point_batch_size": faithful._point_batch_size(),
         "faithful": summary,
         "per_image": records,

@@ -61,7 +61,9 @@ def markdown(report: dict) -> str:
               f"- peak RSS of this run: **{s['peak_rss'] / 2**30:.2f} GiB**"
               + (f", peak CUDA memory {s['cuda_peak'] / 2**30:.2f} GiB" if "cuda_peak" in s else "")
               + f" (whole process, all modes and probes included: {report['process_peak_rss'] / 2**30:.2f} GiB); "
-              f"decoder batch: {report['point_batch_size']}; model build/load: {report['model_load_seconds']:.1f} s"]
+              f"decoder batch: {report['point_batch_size']}; model build/load: {report['model_load_seconds']:.1f} s"
+              + (f"; memory per reference: {report['memory_bytes_per_reference']} bytes"
+                 if "memory_bytes_per_reference" in report else "")]
     if report.get("evaluate_run"):
         e = report["evaluate_run"]
         lines.append(f"- whole `nttt evaluate` run (prefetching loader, result store, COCOeval) over {e['images']} images: "

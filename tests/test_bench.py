@@ -122,3 +122,34 @@ def test_missing_image_folder_is_named(tmp_path):
         bench.main(["--sam2", "random", "--encoder", "random", "--images", str(tmp_path / "nowhere"),
                     "--out", str(tmp_path / "r.json")])
 
+
+
+def test_preset_architectures_exist_and_random_models_follow_the_preset(monkeypatch):
+    import argparse
+
+    from no_time_to_train import presets
+    from no_time_to_train.models import configs
+
+    tables = {"sam2": configs.SAM2_VARIANTS, "sam": configs.SAM_VARIANTS, "sam_hq": configs.SAM_VARIANTS,
+              "dinov2": configs.DINOV2_VARIANTS, "dinov3": configs.DINOV3_VARIANTS}
+    for name, p in presets.PRESETS.items():
+        prop_family, prop_size, enc_family, enc_size = p.architecture
+        assert prop_size in tables[prop_family] and enc_size in tables[enc_family], name
+    monkeypatch.setattr(presets, "random_models", lambda preset: (f"random {preset.architecture[:2]}",
+                                                                   f"random {preset.architecture[2:]}"))
+    args = argparse.Namespace(preset="dinov3", sam2="random", encoder="random", size="tiny")
+    assert bench.build_models(args) == ("random ('sam2', 'large')", "random ('dinov3', 'vitl16')")
+    args = argparse.Namespace(preset="hq", sam2="sam_hq_vit_l.pth", encoder="random", size="tiny")
+    assert bench.build_models(args) == ("sam_hq_vit_l.pth", "random ('dinov2', 'vitl14')")
+    args = argparse.Namespace(preset="fast", sam2=None, encoder=None, size="large")
+    assert bench.build_models(args) == ("facebook/sam2-hiera-tiny", "facebook/dinov2-small")
+
+
+def test_random_models_of_the_fast_preset_have_its_architecture():
+    from no_time_to_train.models.configs import SAM2_VARIANTS
+    from no_time_to_train.presets import PRESETS, random_models
+
+    proposer, encoder = random_models(PRESETS["fast"])
+    assert type(proposer).__name__ == "Sam2Model" and type(encoder).__name__ == "Dinov2Model"
+    assert proposer.config.vision_config.backbone_config.embed_dim_per_stage[0] == SAM2_VARIANTS["tiny"].embed_dim
+    assert encoder.config.hidden_size == 384 and encoder.config.patch_size == 14

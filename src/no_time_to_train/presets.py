@@ -16,26 +16,31 @@ from .errors import InputError
 @dataclass(frozen=True)
 class Preset:
     """proposer, encoder: hub ids (a Meta file or HF directory given with ``--sam2``/``--encoder`` replaces them);
-    settings: ``MethodConfig`` values the models need; about: one line for ``--help``."""
+    architecture: the two models' families and sizes in :mod:`no_time_to_train.models.configs` (the benchmark
+    builds random models of them); settings: ``MethodConfig`` values the models need; about: one line for
+    ``--help``."""
 
     proposer: str
     encoder: str
     about: str
+    architecture: tuple[str, str, str, str]  # (proposer family, size, encoder family, size) of models/configs.py
     settings: dict[str, Any] = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset("facebook/sam2-hiera-large", "facebook/dinov2-large",
-                    "the paper: SAM 2.0 Hiera-L + DINOv2 ViT-L/14 at 518 (the default)"),
+                    "the paper: SAM 2.0 Hiera-L + DINOv2 ViT-L/14 at 518 (the default)",
+                    ("sam2", "large", "dinov2", "vitl14")),
     "sam2.1": Preset("facebook/sam2.1-hiera-large", "facebook/dinov2-large",
-                     "SAM 2.1 Hiera-L + DINOv2 ViT-L/14"),
+                     "SAM 2.1 Hiera-L + DINOv2 ViT-L/14", ("sam2", "large", "dinov2", "vitl14")),
     "dinov3": Preset("facebook/sam2-hiera-large", "facebook/dinov3-vitl16-pretrain-lvd1689m",
                      "SAM 2.0 Hiera-L + DINOv3 ViT-L/16 at 592 (37x37 patches; gated on the hub)",
-                     {"encoder_size": "auto"}),
+                     ("sam2", "large", "dinov3", "vitl16"), {"encoder_size": "auto"}),
     "hq": Preset("syscv-community/sam-hq-vit-large", "facebook/dinov2-large",
-                 "SAM-HQ ViT-L + DINOv2 ViT-L/14"),
+                 "SAM-HQ ViT-L + DINOv2 ViT-L/14", ("sam_hq", "vit_l", "dinov2", "vitl14")),
     "fast": Preset("facebook/sam2-hiera-tiny", "facebook/dinov2-small",
-                   "SAM 2.0 Hiera-T + DINOv2 ViT-S/14: the paper's method with the smallest models"),
+                   "SAM 2.0 Hiera-T + DINOv2 ViT-S/14: the paper's method with the smallest models",
+                   ("sam2", "tiny", "dinov2", "vits14")),
 }
 DEFAULT_PRESET = "paper"
 
@@ -51,3 +56,25 @@ def get_preset(name: str) -> Preset:
 def presets_help() -> str:
     """One line per preset, for ``--help``."""
     return "; ".join(f"{n}: {p.about}" for n, p in PRESETS.items())
+
+
+def random_models(preset: Preset, seed: int = 0):
+    """Randomly initialised transformers models of ``preset``'s architecture: ``(proposer, encoder)``.
+
+    For measuring cost without weights (``benchmarks/bench.py --preset``); their outputs mean nothing.
+    """
+    import torch
+    from transformers import DINOv3ViTModel, Dinov2Model, Sam2Model, SamHQModel, SamModel
+
+    from .models.configs import dinov2_config, dinov3_config, sam2_config, sam_config
+
+    prop_family, prop_size, enc_family, enc_size = preset.architecture
+    torch.manual_seed(seed)
+    if prop_family == "sam2":
+        proposer = Sam2Model(sam2_config(prop_size))
+    else:
+        hq = prop_family == "sam_hq"
+        proposer = (SamHQModel if hq else SamModel)(sam_config(prop_size, hq))
+    encoder = (DINOv3ViTModel(dinov3_config(enc_size)) if enc_family == "dinov3"
+               else Dinov2Model(dinov2_config(enc_size)))
+    return proposer.eval(), encoder.eval()
