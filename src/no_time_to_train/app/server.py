@@ -352,16 +352,13 @@ def serve(args) -> int:
     The memory is ``--memory`` if given, else the one autosaved in ``--workdir`` by the last server (unless
     ``--fresh``). One server per working folder (a lock names the one already running).
     """
-    import torch
-
     from ..cli import _method_config
+    from ..distributed import resolve_device
     from ..models.checkpoints import check_models
     from ..predictor import ReferenceSegmenter
 
     config = _method_config(args)
-    device = args.device
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     with RunLock(args.workdir, f"app folder {args.workdir} (--workdir)"):
         check_models(sam2=args.sam2, encoder=args.encoder)  # both missing models named at once, before loading
         seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
