@@ -36,7 +36,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    f"it. {presets_help()}")
     g.add_argument("--sam2", "--proposer", dest="sam2", default=None, metavar="PATH|ID",
                    help="the mask proposer: SAM2 / SAM 2.1, SAM or SAM-HQ (Meta checkpoint file, HF directory or hub "
-                   "id), or a SAM 3 tracker (HF directory or hub id; needs --sam-image-size 1008) (default: "
+                   "id), or a SAM 3 tracker (Meta's sam3.pt, HF directory or hub id; needs --sam-image-size 1008, which "
+                   "--preset sam3 sets) (default: "
                    "facebook/sam2-hiera-large, the paper's SAM 2.0 Hiera-L)")
     g.add_argument("--encoder", default=None, help="patch encoder, DINOv2 or DINOv3 ViT: Meta .pth file, HF "
                    "directory or hub id (default: facebook/dinov2-large, ViT-L/14); DINOv3 needs --encoder-size "

@@ -36,6 +36,9 @@ PRESETS: dict[str, Preset] = {
     "dinov3": Preset("facebook/sam2-hiera-large", "facebook/dinov3-vitl16-pretrain-lvd1689m",
                      "SAM 2.0 Hiera-L + DINOv3 ViT-L/16 at 592 (37x37 patches; gated on the hub)",
                      ("sam2", "large", "dinov3", "vitl16"), {"encoder_size": "auto"}),
+    "sam3": Preset("facebook/sam3", "facebook/dinov2-large",
+                   "SAM 3 tracker (its ViT-L/14 at 1008²) + DINOv2 ViT-L/14 (gated on the hub)",
+                   ("sam3_tracker", "release", "dinov2", "vitl14"), {"sam_image_size": 1008}),
     "hq": Preset("syscv-community/sam-hq-vit-large", "facebook/dinov2-large",
                  "SAM-HQ ViT-L + DINOv2 ViT-L/14", ("sam_hq", "vit_l", "dinov2", "vitl14")),
     "fast": Preset("facebook/sam2-hiera-tiny", "facebook/dinov2-small",
@@ -64,7 +67,7 @@ def random_models(preset: Preset, seed: int = 0):
     For measuring cost without weights (``benchmarks/bench.py --preset``); their outputs mean nothing.
     """
     import torch
-    from transformers import DINOv3ViTModel, Dinov2Model, Sam2Model, SamHQModel, SamModel
+    from transformers import DINOv3ViTModel, Dinov2Model, Sam2Model, Sam3TrackerConfig, Sam3TrackerModel, SamHQModel, SamModel
 
     from .models.configs import dinov2_config, dinov3_config, sam2_config, sam_config
 
@@ -72,6 +75,8 @@ def random_models(preset: Preset, seed: int = 0):
     torch.manual_seed(seed)
     if prop_family == "sam2":
         proposer = Sam2Model(sam2_config(prop_size))
+    elif prop_family == "sam3_tracker":  # one release: transformers' defaults are its architecture
+        proposer = Sam3TrackerModel(Sam3TrackerConfig())
     else:
         hq = prop_family == "sam_hq"
         proposer = (SamHQModel if hq else SamModel)(sam_config(prop_size, hq))

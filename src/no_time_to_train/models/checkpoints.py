@@ -3,7 +3,7 @@ place where a model is chosen.
 
 :func:`load_sam2`, :func:`load_proposer` (SAM2, SAM or SAM-HQ) and :func:`load_encoder` accept
 
-1. a Meta checkpoint file (``sam2_hiera_large.pt``, ``sam_hq_vit_l.pth``, ``dinov2_vitl14_pretrain.pth`` ...),
+1. a Meta checkpoint file (``sam2_hiera_large.pt``, ``sam_hq_vit_l.pth``, ``sam3.pt``, ``dinov2_vitl14_pretrain.pth`` ...),
    whose architecture is inferred from tensor shapes and whose keys are renamed to transformers' names, loaded strictly;
 2. a local directory in Hugging Face format (``config.json`` + weights);
 3. a Hugging Face hub id (the defaults), loaded through the normal HF cache; for a SAM2 repo that only holds
@@ -33,6 +33,7 @@ from transformers import (
     Dinov2WithRegistersModel,
     PreTrainedModel,
     Sam2Model,
+    Sam3TrackerConfig,
     Sam3TrackerModel,
     SamHQModel,
     SamModel,
@@ -44,6 +45,7 @@ from .dinov2_keys import dinov2_hf_to_meta, dinov2_meta_to_hf, flatten_chunks
 from .dinov3_keys import dinov3_hf_to_meta, dinov3_meta_to_hf, looks_like_dinov3
 from .keymap import few
 from .sam2_keys import sam2_hf_to_meta, sam2_meta_to_hf
+from .sam3_keys import looks_like_sam3, sam3_hf_to_meta, sam3_meta_to_hf, sam3_video_keys_to_tracker
 from .sam_keys import sam_hf_to_meta, sam_meta_to_hf
 
 __all__ = [
@@ -75,8 +77,9 @@ SAM2_HINT = (
 PROPOSER = "SAM2/SAM/SAM-HQ/SAM 3 tracker"  # what load_proposer accepts, for messages
 PROPOSER_HINT = SAM2_HINT + (
     " SAM / SAM-HQ: Meta's .pth file (sam_vit_h_4b8939.pth, sam_hq_vit_l.pth ...), a Hugging Face directory or a "
-    "hub id (e.g. facebook/sam-vit-huge, syscv-community/sam-hq-vit-large). SAM 3 tracker: a Hugging Face "
-    "directory or hub id of a sam3_tracker model."
+    "hub id (e.g. facebook/sam-vit-huge, syscv-community/sam-hq-vit-large). SAM 3 tracker: Meta's sam3.pt, or a "
+    "Hugging Face directory or hub id of a sam3_video or sam3_tracker model (e.g. facebook/sam3, gated: accept its "
+    "licence on the hub first)."
 )
 ENCODER_HINT = (
     "Download https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth "
@@ -90,7 +93,8 @@ HUB_PROBE_TIMEOUT = 3.0
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pkl", ".tar")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _SAM2_CLASSES = {"sam2": Sam2Model, "sam2_video": Sam2Model}
-_PROPOSER_CLASSES = {**_SAM2_CLASSES, "sam3_tracker": Sam3TrackerModel, "sam": SamModel, "sam_hq": SamHQModel}
+_PROPOSER_CLASSES = {**_SAM2_CLASSES, "sam3_tracker": Sam3TrackerModel, "sam3_video": Sam3TrackerModel,
+                     "sam": SamModel, "sam_hq": SamHQModel}
 _ENCODER_CLASSES = {
     "dinov2": Dinov2Model,
     "dinov2_with_registers": Dinov2WithRegistersModel,
@@ -129,10 +133,17 @@ def _classify(source: str | os.PathLike | None, default: str, what: str, hint: s
 
 
 def _fresh_rope(model: PreTrainedModel) -> None:
-    """Rebuild DINOv3's RoPE module on the model's device: its frequencies are a computed, non-persistent
-    float32 buffer (never in a checkpoint, kept in float32 in a bf16 model, as transformers does)."""
+    """Recompute the RoPE tables of DINOv3 and of SAM 3's ViT on the model's device: computed, non-persistent
+    float32 buffers (never in a checkpoint, kept in float32 in a bf16 model, as transformers does)."""
     if isinstance(model, DINOv3ViTModel):
         model.rope_embeddings = DINOv3ViTRopePositionEmbedding(model.config).to(model.norm.weight.device)
+    if isinstance(model, Sam3TrackerModel):
+        for layer in model.vision_encoder.backbone.layers:
+            device = layer.layer_norm1.weight.device
+            inv_freq, _ = layer.rotary_emb.compute_axial_rope_parameters(layer.config)
+            layer.rotary_emb.inv_freq = inv_freq.to(device)
+            layer.rotary_emb.original_inv_freq = inv_freq.clone().to(device)
+            layer.position_ids = layer.precompute_positions(layer.config, layer.window_size).to(device)
 
 
 def _finish(model: PreTrainedModel, device, dtype) -> PreTrainedModel:
@@ -149,6 +160,8 @@ def _describe(sd: Mapping[str, torch.Tensor]) -> str:
     keys = list(sd)
     if any(k.startswith(("image_encoder.trunk.", "sam_mask_decoder.")) for k in keys):
         return "a Meta SAM2 checkpoint"
+    if looks_like_sam3(sd):
+        return "a Meta SAM 3 checkpoint"
     if any(k.startswith("image_encoder.blocks.") for k in keys):
         hq = any(k.startswith("mask_decoder.hf_") for k in keys)
         return "a Meta SAM-HQ checkpoint" if hq else "a Meta SAM (v1) checkpoint"
@@ -359,11 +372,56 @@ def _sam_from_file(path: Path, sd: dict[str, torch.Tensor], device, dtype) -> Sa
     return model
 
 
+def _sam3_from_file(path: Path, sd: dict[str, torch.Tensor], device, dtype) -> Sam3TrackerModel:
+    """Meta's ``sam3.pt`` (its tensors ``sd``) as a ``Sam3TrackerModel``: the detector's ViT, the tracker's neck,
+    prompt encoder and mask decoder; the detector heads and the video memory are not loaded."""
+    try:
+        config, hf_sd = sam3_meta_to_hf(sd)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    model = _instantiate(Sam3TrackerModel, config, hf_sd, path, device, dtype, sd, sam3_hf_to_meta)
+    vit = config.vision_config.backbone_config
+    logger.info("loaded the SAM 3 tracker (ViT width %d, %d blocks, %d² frames) from %s", vit.hidden_size,
+                vit.num_hidden_layers, vit.image_size, path)
+    return model
+
+
+def _sam3_from_video_dir(path: Path, device, dtype) -> Sam3TrackerModel:
+    """The tracker of a transformers ``sam3_video`` directory (what ``facebook/sam3`` holds) as a
+    ``Sam3TrackerModel``, reading only the tensors it needs from the (possibly sharded) safetensors."""
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    try:
+        video = AutoConfig.from_pretrained(str(path))
+        config = Sam3TrackerConfig(
+            vision_config=video.detector_config.vision_config.to_dict(),
+            prompt_encoder_config=video.tracker_config.prompt_encoder_config.to_dict(),
+            mask_decoder_config=video.tracker_config.mask_decoder_config.to_dict(),
+        )
+    except Exception as exc:
+        raise CheckpointError(f"cannot read the SAM 3 config in {path}: {_short(exc)}") from exc
+    index = path / "model.safetensors.index.json"
+    try:
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else [
+            "model.safetensors"]
+        hf_sd: dict[str, torch.Tensor] = {}
+        for name in files:
+            with safe_open(str(path / name), framework="pt") as f:
+                for src, dst in sam3_video_keys_to_tracker(list(f.keys())).items():
+                    hf_sd[dst] = f.get_tensor(src)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot read the SAM 3 weights in {path}: {_short(exc)}; download them again") from exc
+    return _instantiate(Sam3TrackerModel, config, hf_sd, path, device, dtype, hf_sd, lambda sd: sd)
+
+
 def _proposer_from_file(path: Path, family: str, hint: str, device, dtype):
-    """A Meta checkpoint file as a proposer model: SAM2 / SAM 2.1, or (``load_proposer``) SAM / SAM-HQ."""
+    """A Meta checkpoint file as a proposer model: SAM2 / SAM 2.1, or (``load_proposer``) SAM / SAM-HQ / SAM 3."""
     sd = _read_state_dict(path, family, hint)
     if family == PROPOSER and any(k.startswith("image_encoder.blocks.") for k in sd):
         return _sam_from_file(path, sd, device, dtype)
+    if family == PROPOSER and looks_like_sam3(sd):
+        return _sam3_from_file(path, sd, device, dtype)
     return _sam2_from_file(path, device, dtype, sd)
 
 
@@ -394,6 +452,12 @@ def _proposer_from_hub(repo_id: str, family: str, hint: str, device, dtype):
         return _sam2_from_file(Path(path), device, dtype)
     model_cls = _check_type(model_type, f"hub repo {repo_id!r}", family, hint)
     try:
+        if model_type == "sam3_video":
+            from huggingface_hub import snapshot_download
+
+            where = snapshot_download(repo_id, allow_patterns=["config.json", "model*.safetensors*"],
+                                      local_files_only=local_only)
+            return _sam3_from_video_dir(Path(where), device, dtype)
         return _load_hf(model_cls, repo_id, device, dtype, family, local_only)
     except CheckpointError:
         raise
@@ -406,8 +470,11 @@ def _load_proposer_model(source, family: str, hint: str, device, dtype):
     if kind == "file":
         return _proposer_from_file(where, family, hint, device, dtype)
     if kind == "dir":
-        model_cls = _check_type(_dir_model_type(where, family, hint), where, family, hint)
+        model_type = _dir_model_type(where, family, hint)
+        model_cls = _check_type(model_type, where, family, hint)
         try:
+            if model_type == "sam3_video":
+                return _sam3_from_video_dir(where, device, dtype)
             return _load_hf(model_cls, where, device, dtype, family)
         except CheckpointError:
             raise
@@ -436,8 +503,9 @@ def load_proposer(
     ``source`` is what :func:`load_sam2` takes, or Meta's SAM / SAM-HQ files (``sam_vit_h_4b8939.pth``,
     ``sam_hq_vit_l.pth`` ..., architecture inferred from shapes), or a Hugging Face directory / hub id holding a
     ``sam`` or ``sam_hq`` model (e.g. ``facebook/sam-vit-huge``, ``syscv-community/sam-hq-vit-large``).
-    A Hugging Face directory or hub id may also hold a ``sam3_tracker`` model. ``None`` means
-    :data:`DEFAULT_SAM2`.
+    The SAM 3 tracker comes from Meta's ``sam3.pt`` or from a Hugging Face directory / hub id holding a
+    ``sam3_video`` model (``facebook/sam3``: only the tracker's part is read) or a ``sam3_tracker`` model.
+    ``None`` means :data:`DEFAULT_SAM2`.
     """
     return _load_proposer_model(source, PROPOSER, PROPOSER_HINT, device, dtype)
 

@@ -228,36 +228,46 @@ def infer_sam2_config(state_dict: Mapping[str, torch.Tensor]) -> Sam2Config:
             embed_dim, list(blocks_per_stage), list(spec.window_spec), list(global_blocks),
         )
 
+    config = sam2_config(spec, fpn_hidden_size=fpn)
+    config.vision_config.backbone_config.mlp_ratio = float(mlp_ratio)
+    decoder, prompt = infer_sam2_decoder(state_dict)
+    for name, value in decoder.items():
+        setattr(config.mask_decoder_config, name, value)
+    for name, value in prompt.items():
+        setattr(config.prompt_encoder_config, name, value)
+    return config
+
+
+def infer_sam2_decoder(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
+    """The mask-decoder and prompt-encoder config fields read from the shapes of a Meta SAM2-style state dict
+    (``sam_mask_decoder.*`` / ``sam_prompt_encoder.*`` keys: SAM2, SAM 2.1 and the SAM 3 tracker).
+
+    Returns ``(mask_decoder_config, prompt_encoder_config)`` as dicts of field values. The attention heads are
+    not in the shapes: they come from ``SAM2_DECODER_HEADS`` by width (8 assumed, with a warning, otherwise).
+    """
     dec = "sam_mask_decoder."
     hidden = int(_get(state_dict, dec + "iou_token.weight").shape[1])
-    mlp_dim = int(_get(state_dict, dec + "transformer.layers.0.mlp.layers.0.weight").shape[0])
-    layers = _count(state_dict, r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.")
-    iou_hidden = int(_get(state_dict, dec + "iou_prediction_head.layers.0.weight").shape[0])
-    iou_depth = _count(state_dict, r"^sam_mask_decoder\.iou_prediction_head\.layers\.(\d+)\.")
-    n_mask_tokens = int(_get(state_dict, dec + "mask_tokens.weight").shape[0])
     cross_dim = int(_get(state_dict, dec + "transformer.layers.0.cross_attn_token_to_image.q_proj.weight").shape[0])
     heads = SAM2_DECODER_HEADS.get(hidden)
     if heads is None:
         heads = 8
         logger.warning("SAM2 mask decoder of width %d is not a known release; assuming 8 attention heads", hidden)
-    mask_in = int(_get(state_dict, "sam_prompt_encoder.mask_downscaling.3.weight").shape[0])
-
-    config = sam2_config(
-        spec,
-        fpn_hidden_size=fpn,
-        decoder_hidden_size=hidden,
-        decoder_mlp_dim=mlp_dim,
-        decoder_heads=heads,
-        decoder_layers=layers,
-        iou_head_hidden_dim=iou_hidden,
+    decoder = dict(
+        hidden_size=hidden,
+        mlp_dim=int(_get(state_dict, dec + "transformer.layers.0.mlp.layers.0.weight").shape[0]),
+        num_attention_heads=heads,
+        num_hidden_layers=_count(state_dict, r"^sam_mask_decoder\.transformer\.layers\.(\d+)\."),
+        iou_head_hidden_dim=int(_get(state_dict, dec + "iou_prediction_head.layers.0.weight").shape[0]),
+        iou_head_depth=_count(state_dict, r"^sam_mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
+        num_multimask_outputs=int(_get(state_dict, dec + "mask_tokens.weight").shape[0]) - 1,
+        attention_downsample_rate=max(1, hidden // cross_dim),
     )
-    config.vision_config.backbone_config.mlp_ratio = float(mlp_ratio)
-    config.mask_decoder_config.iou_head_depth = iou_depth
-    config.mask_decoder_config.num_multimask_outputs = n_mask_tokens - 1
-    config.mask_decoder_config.attention_downsample_rate = max(1, hidden // cross_dim)
-    config.prompt_encoder_config.mask_input_channels = mask_in
-    config.prompt_encoder_config.num_point_embeddings = _count(state_dict, _POINT_META.pattern.replace("$", ""))
-    return config
+    prompt = dict(
+        hidden_size=hidden,
+        mask_input_channels=int(_get(state_dict, "sam_prompt_encoder.mask_downscaling.3.weight").shape[0]),
+        num_point_embeddings=_count(state_dict, _POINT_META.pattern.replace("$", "")),
+    )
+    return decoder, prompt
 
 
 def sam2_meta_to_hf(state_dict: Mapping[str, torch.Tensor]) -> tuple[Sam2Config, dict[str, torch.Tensor]]:
