@@ -124,12 +124,9 @@ def test_official_sizes_inferred_from_shapes(variant):
 def test_wrong_family_files(tiny_dinov3, tiny_sam2, tmp_path):
     other = tmp_path / "resnet50.pth"
     torch.save({"conv1.weight": torch.zeros(2, 3, 7, 7), "fc.bias": torch.zeros(2)}, other)
-    with pytest.raises(CheckpointError, match=r"not a DINOv2 or DINOv3 ViT checkpoint.*conv1\.weight.*fc\.bias"):
+    with pytest.raises(CheckpointError, match=r"not a DINOv2, DINOv3 ViT or DINOv3 ConvNeXt checkpoint.*conv1\.weight"
+                       r".*fc\.bias"):
         load_encoder(other)
-    convnext = tmp_path / "dinov3_convnext_tiny_pretrain_lvd1689m.pth"
-    torch.save({"downsample_layers.0.0.weight": torch.zeros(2), "stages.0.0.dwconv.weight": torch.zeros(2)}, convnext)
-    with pytest.raises(CheckpointError, match="ConvNeXt is not supported"):
-        load_encoder(convnext)
     v3 = tmp_path / "dinov3.pth"
     torch.save(dinov3_hf_to_meta(tiny_dinov3.state_dict(), tiny_dinov3.config), v3)
     with pytest.raises(CheckpointError, match="not a SAM2 checkpoint.*DINOv3 ViT"):
@@ -140,8 +137,8 @@ def test_wrong_family_files(tiny_dinov3, tiny_sam2, tmp_path):
     with pytest.raises(CheckpointError, match=r"missing 1 weight\(s\): blocks\.1\.ls2\.gamma"):
         load_encoder(v3)
     (tmp_path / "cnx").mkdir()
-    (tmp_path / "cnx" / "config.json").write_text(json.dumps({"model_type": "dinov3_convnext"}))
-    with pytest.raises(CheckpointError, match="'dinov3_convnext'.*use a DINOv3 ViT"):
+    (tmp_path / "cnx" / "config.json").write_text(json.dumps({"model_type": "convnextv2"}))
+    with pytest.raises(CheckpointError, match="'convnextv2' model .*not DINOv2, DINOv3 ViT or DINOv3 ConvNeXt"):
         load_encoder(tmp_path / "cnx")
     with pytest.raises(CheckpointError, match="sam2.*not a supported patch encoder"):
         wrap_encoder(tiny_sam2)

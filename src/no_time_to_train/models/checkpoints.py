@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    DINOv3ConvNextModel,
     DINOv3ViTModel,
     Dinov2Model,
     Dinov2WithRegistersModel,
@@ -42,6 +43,7 @@ from transformers.models.dinov3_vit.modeling_dinov3_vit import DINOv3ViTRopePosi
 
 from ..errors import CheckpointError
 from .dinov2_keys import dinov2_hf_to_meta, dinov2_meta_to_hf, flatten_chunks
+from .dinov3_convnext_keys import dinov3_convnext_hf_to_meta, dinov3_convnext_meta_to_hf, looks_like_dinov3_convnext
 from .dinov3_keys import dinov3_hf_to_meta, dinov3_meta_to_hf, looks_like_dinov3
 from .keymap import few
 from .sam2_keys import sam2_hf_to_meta, sam2_meta_to_hf
@@ -99,8 +101,9 @@ _ENCODER_CLASSES = {
     "dinov2": Dinov2Model,
     "dinov2_with_registers": Dinov2WithRegistersModel,
     "dinov3_vit": DINOv3ViTModel,
+    "dinov3_convnext": DINOv3ConvNextModel,
 }
-ENCODER_FAMILIES = "DINOv2 or DINOv3 ViT"
+ENCODER_FAMILIES = "DINOv2, DINOv3 ViT or DINOv3 ConvNeXt"
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -169,8 +172,8 @@ def _describe(sd: Mapping[str, torch.Tensor]) -> str:
         return "a transformers SAM2 state dict (pass the directory that holds it with its config.json)"
     if looks_like_dinov3(sd):
         return "a Meta DINOv3 ViT checkpoint"
-    if any(k.startswith(("stages.", "downsample_layers.")) for k in keys):
-        return "a ConvNeXt checkpoint (DINOv3 ConvNeXt is not supported: use a DINOv3 ViT)"
+    if looks_like_dinov3_convnext(sd):
+        return "a Meta DINOv3 ConvNeXt checkpoint"
     if "cls_token" in sd and any(".attn.qkv." in k for k in keys):
         return "a Meta DINOv2 checkpoint"
     if "embeddings.cls_token" in sd:
@@ -525,6 +528,9 @@ def _encoder_from_file(path: Path, device, dtype):
     elif "cls_token" in sd and "patch_embed.proj.weight" in sd:
         family, convert, model_cls, to_meta = "DINOv2", dinov2_meta_to_hf, None, dinov2_hf_to_meta
         sd = flatten_chunks(sd)
+    elif looks_like_dinov3_convnext(sd):
+        family, convert = "DINOv3 ConvNeXt", dinov3_convnext_meta_to_hf
+        model_cls, to_meta = DINOv3ConvNextModel, dinov3_convnext_hf_to_meta
     else:
         raise CheckpointError(f"{path} is not a {ENCODER_FAMILIES} checkpoint: it looks like {_describe(sd)}. "
                               f"{ENCODER_HINT}")
@@ -535,23 +541,21 @@ def _encoder_from_file(path: Path, device, dtype):
     config._name_or_path = str(path)
     model_cls = model_cls or _ENCODER_CLASSES[config.model_type]
     model = _instantiate(model_cls, config, hf_sd, path, device, dtype, sd, to_meta)
-    logger.info(
-        "loaded %s (hidden %d, %d layers, %d registers) from %s",
-        family, config.hidden_size, config.num_hidden_layers, getattr(config, "num_register_tokens", 0), path,
-    )
+    logger.info("loaded %s (%s) from %s", family, config.to_diff_dict(), path)
     return model
 
 
 def load_encoder(
     source: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> PreTrainedModel:
-    """Load the patch encoder (DINOv2 or DINOv3 ViT), in eval mode, on ``device``, in ``dtype``, frozen.
+    """Load the patch encoder (DINOv2, DINOv3 ViT or DINOv3 ConvNeXt), in eval mode, on ``device``, in ``dtype``, frozen.
 
     ``source`` is a Meta checkpoint file (``dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth``,
-    ``dinov3_vit*16*_pretrain_{lvd1689m,sat493m}-*.pth``; a plain state dict or one wrapped in
-    ``{"teacher"|"model": ...}``), a Hugging Face directory, or a hub id (``facebook/dinov3-vitl16-pretrain-
-    lvd1689m`` ...); ``None`` means :data:`DEFAULT_ENCODER`. Returns ``Dinov2Model``,
-    ``Dinov2WithRegistersModel`` or ``DINOv3ViTModel``. Raises CheckpointError when the weights are missing,
+    ``dinov3_vit*16*_pretrain_{lvd1689m,sat493m}-*.pth``, ``dinov3_convnext_*_pretrain_lvd1689m-*.pth``; a plain
+    state dict or one wrapped in ``{"teacher"|"model": ...}``), a Hugging Face directory, or a hub id
+    (``facebook/dinov3-vitl16-pretrain-lvd1689m``, ``facebook/dinov3-convnext-large-pretrain-lvd1689m`` ...);
+    ``None`` means :data:`DEFAULT_ENCODER`. Returns ``Dinov2Model``, ``Dinov2WithRegistersModel``,
+    ``DINOv3ViTModel`` or ``DINOv3ConvNextModel``. Raises CheckpointError when the weights are missing,
     unreadable, of no supported family, or (hub) gated without access.
     """
     kind, where = _classify(source, DEFAULT_ENCODER, "encoder", ENCODER_HINT)
@@ -567,10 +571,9 @@ def load_encoder(
         except Exception as exc:
             raise _hub_failure(where, exc, "encoder", ENCODER_HINT) from exc
     if model_type not in _ENCODER_CLASSES:
-        extra = " (DINOv3 ConvNeXt models are not supported: use a DINOv3 ViT)" if "convnext" in model_type else ""
         raise CheckpointError(
-            f"{where} holds a {model_type or 'unknown'!r} model (config model_type), not {ENCODER_FAMILIES}"
-            f"{extra}. {ENCODER_HINT}"
+            f"{where} holds a {model_type or 'unknown'!r} model (config model_type), not {ENCODER_FAMILIES}. "
+            f"{ENCODER_HINT}"
         )
     try:
         return _load_hf(_ENCODER_CLASSES[model_type], where, device, dtype, "encoder", local_only)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import (DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig, Sam2Config, Sam3TrackerConfig,
+from transformers import (DINOv3ConvNextConfig, DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig, Sam2Config, Sam3TrackerConfig,
                           SamConfig, SamHQConfig)
 
 
@@ -230,3 +230,19 @@ def dinov3_config(variant: str = "vitl16", *, num_register_tokens: int = 4, rope
     """A transformers ``DINOv3ViTConfig`` for an official size (``vits16`` ... ``vit7b16``) or ``test-tiny``."""
     return dinov3_vit_config(*DINOV3_VARIANTS[variant], num_register_tokens=num_register_tokens,
                              rope_theta=rope_theta, key_bias=key_bias)
+
+
+#: Official DINOv3 ConvNeXt sizes (distilled from the 7B ViT, LVD-1689M): name -> (blocks per stage, widths).
+DINOV3_CONVNEXT_VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+    "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
+    "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "test-tiny": ((1, 1, 2, 1), (8, 16, 24, 32)),
+}
+
+
+def dinov3_convnext_config(variant: str = "large") -> DINOv3ConvNextConfig:
+    """A transformers ``DINOv3ConvNextConfig`` for an official size (``tiny`` ... ``large``) or ``test-tiny``."""
+    depths, widths = DINOV3_CONVNEXT_VARIANTS[variant]
+    return DINOv3ConvNextConfig(depths=list(depths), hidden_sizes=list(widths))

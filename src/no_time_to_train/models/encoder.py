@@ -2,7 +2,8 @@
 
 Everything downstream (reference crops, mask sampling to the patch grid, mask pooling, the memory's identity
 check) talks to :class:`PatchEncoder` only. Each family (:mod:`.dinov2`, :mod:`.dinov3`) is one small subclass
-registered in :data:`ENCODERS` under the transformers ``model_type`` it wraps; :func:`wrap_encoder` picks it.
+registered in :data:`ENCODERS` under the transformers ``model_type`` it wraps (:mod:`.dinov3_convnext` adapts a
+ConvNeXt to the same contract); :func:`wrap_encoder` picks it.
 """
 
 from __future__ import annotations
@@ -67,12 +68,15 @@ class PatchEncoder(ModelWrapper):
 
     def __init__(self, model: torch.nn.Module):
         super().__init__(model)
-        cfg = model.config
-        self.patch_size = int(cfg.patch_size)
-        self.dim = int(cfg.hidden_size)
-        self.num_prefix = 1 + int(getattr(cfg, "num_register_tokens", 0) or 0)
+        self.patch_size, self.dim, self.depth, self.num_prefix = self._geometry(model.config)
         self._fingerprint: str | None = None
         self._forward = model
+
+    @staticmethod
+    def _geometry(cfg) -> tuple[int, int, int, int]:
+        """(patch size, token width D, depth, prefix tokens) of the model's config (a ViT's here)."""
+        prefix = 1 + int(getattr(cfg, "num_register_tokens", 0) or 0)
+        return int(cfg.patch_size), int(cfg.hidden_size), int(cfg.num_hidden_layers), prefix
 
     def compile(self, **kwargs) -> None:
         """``torch.compile`` the forward pass (kwargs go to torch.compile); the weights' identity is unchanged."""
@@ -105,8 +109,7 @@ class PatchEncoder(ModelWrapper):
         """
         if self._fingerprint is None:
             h = hashlib.sha256()
-            cfg = self.model.config
-            h.update(f"{cfg.model_type}|{cfg.hidden_size}|{cfg.num_hidden_layers}|{self.num_prefix}".encode())
+            h.update(f"{self.model.config.model_type}|{self.dim}|{self.depth}|{self.num_prefix}".encode())
             if (self.mean, self.std) != (IMAGENET_MEAN, IMAGENET_STD):
                 h.update(f"mean {self.mean} std {self.std}".encode())
             sd = self.model.state_dict()
@@ -122,8 +125,8 @@ class PatchEncoder(ModelWrapper):
         cfg = self.model.config
         return {
             "model_type": cfg.model_type,
-            "hidden_size": int(cfg.hidden_size),
-            "num_hidden_layers": int(cfg.num_hidden_layers),
+            "hidden_size": self.dim,
+            "num_hidden_layers": self.depth,
             "num_register_tokens": self.num_prefix - 1,
             "patch_size": self.patch_size,
             "name_or_path": getattr(cfg, "_name_or_path", "") or "",
@@ -133,7 +136,7 @@ class PatchEncoder(ModelWrapper):
 
 def wrap_encoder(model: torch.nn.Module) -> PatchEncoder:
     """The :class:`PatchEncoder` for a transformers model, by its ``config.model_type``."""
-    from . import dinov2, dinov3  # noqa: F401 - each family registers itself on import (they import this module)
+    from . import dinov2, dinov3, dinov3_convnext  # noqa: F401 - each family registers itself on import (they import this module)
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     cls = ENCODERS.get(model_type)
