@@ -131,7 +131,7 @@ def test_preset_architectures_exist_and_random_models_follow_the_preset(monkeypa
     from no_time_to_train.models import configs
 
     tables = {"sam2": configs.SAM2_VARIANTS, "sam": configs.SAM_VARIANTS, "sam_hq": configs.SAM_VARIANTS,
-              "dinov2": configs.DINOV2_VARIANTS, "dinov3": configs.DINOV3_VARIANTS}
+              "sam3_tracker": configs.SAM3_TRACKER_VARIANTS, "dinov2": configs.DINOV2_VARIANTS, "dinov3": configs.DINOV3_VARIANTS}
     for name, p in presets.PRESETS.items():
         prop_family, prop_size, enc_family, enc_size = p.architecture
         assert prop_size in tables[prop_family] and enc_size in tables[enc_family], name

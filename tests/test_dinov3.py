@@ -89,13 +89,22 @@ def test_rope_frequencies_stay_float32_in_a_bf16_model(tiny_dinov3, tmp_path):
         assert torch.equal(model.rope_embeddings.inv_freq, expected)
 
 
-def test_masked_key_bias_is_dropped_and_nonzero_masks_refused(tiny_dinov3, tmp_path):
+def test_bias_mask_is_applied_as_meta_does_and_a_nan_mask_refused(tiny_dinov3, tmp_path):
+    """Meta's forward pass uses ``qkv.bias * qkv.bias_mask``: that product is the bias loaded, whatever the mask."""
     meta = dinov3_hf_to_meta(tiny_dinov3.state_dict(), tiny_dinov3.config)
     meta["blocks.0.attn.qkv.bias"][32:64] = 5.0  # the k part: multiplied by the zero mask, so it must not matter
     config, hf = dinov3_meta_to_hf(meta)
     assert not config.key_bias and "model.layer.0.attention.k_proj.bias" not in hf
     meta["blocks.0.attn.qkv.bias_mask"][:5] = 0.5
-    with pytest.raises(CheckpointError, match="bias_mask"):
+    _, hf = dinov3_meta_to_hf(meta)
+    q_bias = meta["blocks.0.attn.qkv.bias"][:32]
+    assert torch.equal(hf["model.layer.0.attention.q_proj.bias"][:5], q_bias[:5] * 0.5)
+    assert torch.equal(hf["model.layer.0.attention.q_proj.bias"][5:], q_bias[5:])
+    meta["blocks.1.attn.qkv.bias_mask"][40] = 1.0  # one unmasked key entry: the key bias exists
+    config, hf = dinov3_meta_to_hf(meta)
+    assert config.key_bias and hf["model.layer.1.attention.k_proj.bias"].count_nonzero() <= 1
+    meta["blocks.1.attn.qkv.bias_mask"][0] = float("nan")  # as LinearKMaskedBias leaves an uninitialised mask
+    with pytest.raises(CheckpointError, match="blocks.1.attn.qkv.bias_mask is not finite"):
         dinov3_meta_to_hf(meta)
 
 

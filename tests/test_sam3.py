@@ -68,6 +68,7 @@ def test_meta_sam3_file_loads_exactly_with_its_architecture_inferred(tmp_path):
     assert "detector.backbone.vision_backbone.sam2_convs.0.dconv_2x2_1.weight" in meta  # the 4x level
     assert "detector.backbone.vision_backbone.sam2_convs.1.dconv_2x2.weight" in meta  # the 2x level
     assert "tracker.sam_mask_decoder.iou_token.weight" in meta and "tracker.no_mem_embed" in meta
+    assert "tracker.sam_mask_decoder.transformer.layers.0.mlp.lin1.weight" in meta  # SAM 3's MLPBlock names
 
     loaded = load_proposer(_meta_file(model, tmp_path / "sam3.pt"))
     assert type(loaded) is Sam3TrackerModel

@@ -67,16 +67,16 @@ def random_models(preset: Preset, seed: int = 0):
     For measuring cost without weights (``benchmarks/bench.py --preset``); their outputs mean nothing.
     """
     import torch
-    from transformers import DINOv3ViTModel, Dinov2Model, Sam2Model, Sam3TrackerConfig, Sam3TrackerModel, SamHQModel, SamModel
+    from transformers import DINOv3ViTModel, Dinov2Model, Sam2Model, Sam3TrackerModel, SamHQModel, SamModel
 
-    from .models.configs import dinov2_config, dinov3_config, sam2_config, sam_config
+    from .models.configs import dinov2_config, dinov3_config, sam2_config, sam3_tracker_config, sam_config
 
     prop_family, prop_size, enc_family, enc_size = preset.architecture
     torch.manual_seed(seed)
     if prop_family == "sam2":
         proposer = Sam2Model(sam2_config(prop_size))
-    elif prop_family == "sam3_tracker":  # one release: transformers' defaults are its architecture
-        proposer = Sam3TrackerModel(Sam3TrackerConfig())
+    elif prop_family == "sam3_tracker":
+        proposer = Sam3TrackerModel(sam3_tracker_config(prop_size))
     else:
         hq = prop_family == "sam_hq"
         proposer = (SamHQModel if hq else SamModel)(sam_config(prop_size, hq))

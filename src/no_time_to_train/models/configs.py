@@ -147,6 +147,18 @@ def sam_test_config(hq: bool = False) -> SamConfig | SamHQConfig:
     return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
 
 
+#: SAM 3 has one released size; transformers' ``Sam3TrackerConfig()`` defaults are its architecture (a ViT of
+#: width 1024, 32 blocks, patch 14, in 1008² frames).
+SAM3_TRACKER_VARIANTS = ("release",)
+
+
+def sam3_tracker_config(variant: str = "release") -> Sam3TrackerConfig:
+    """A transformers ``Sam3TrackerConfig`` for the SAM 3 release (the only ``variant``)."""
+    if variant not in SAM3_TRACKER_VARIANTS:
+        raise KeyError(f"unknown SAM 3 tracker size {variant!r}; sizes: {', '.join(SAM3_TRACKER_VARIANTS)}")
+    return Sam3TrackerConfig()
+
+
 def sam3_tracker_test_config() -> Sam3TrackerConfig:
     """The tiny SAM 3 tracker used by the tests: a 2-block ViT of width 32 in the official 1008² frame
     (patch 14: 72² embedding, 288² logits), FPN / decoder width 32."""
@@ -198,13 +210,15 @@ def dinov2_config_for(
     return Dinov2Config(**kwargs)
 
 
-#: Official DINOv3 ViT sizes (patch 16, 4 registers): name -> (hidden, layers, heads, MLP width, SwiGLU).
-#: The LVD-1689M and SAT-493M releases share these architectures.
+#: Official DINOv3 ViT sizes (patch 16, 4 registers): name -> (hidden, layers, heads, MLP width, SwiGLU), as built
+#: by facebookresearch/dinov3's hub/backbones.py (SwiGLU width: 2/3 of ``ffn_ratio * hidden``, rounded up to a
+#: multiple of 8, or of 64 for the 7B). The LVD-1689M and SAT-493M releases share these architectures.
 DINOV3_VARIANTS: dict[str, tuple[int, int, int, int, bool]] = {
     "vits16": (384, 12, 6, 1536, False),
     "vits16plus": (384, 12, 6, 1536, True),
     "vitb16": (768, 12, 12, 3072, False),
     "vitl16": (1024, 24, 16, 4096, False),
+    "vitl16plus": (1024, 24, 16, 4096, True),
     "vith16plus": (1280, 32, 20, 5120, True),
     "vit7b16": (4096, 40, 32, 8192, True),
     "test-tiny": (32, 2, 2, 64, False),

@@ -1,17 +1,19 @@
 """Key map between Meta's DINOv3 ViT checkpoints and transformers' ``DINOv3ViTModel``.
 
-Meta's files (``dinov3_vit{s16,s16plus,b16,l16,h16plus,7b16}_pretrain_{lvd1689m,sat493m}-*.pth``) are plain
+Meta's files (``dinov3_vit{s16,s16plus,b16,l16,l16plus,h16plus,7b16}_pretrain_{lvd1689m,sat493m}-*.pth``) are plain
 state dicts. Beyond one-to-one renames (:data:`_KEYS`), three Meta entries need care:
 
-* ``blocks.{i}.attn.qkv`` is one fused projection, split into ``q_proj``/``k_proj``/``v_proj``; its bias is
-  multiplied by the buffer ``qkv.bias_mask`` (ones for q and v, zeros for k in every release), so the key bias
-  is dropped when the mask zeroes it (transformers' ``key_bias=False``);
+* ``blocks.{i}.attn.qkv`` is one fused projection, split into ``q_proj``/``k_proj``/``v_proj``. Meta's model
+  multiplies its bias by the buffer ``qkv.bias_mask`` in the forward pass, so the bias loaded is that product
+  (the released files hold all-zero masks and biases: no effective qkv bias); the key bias is dropped
+  (transformers' ``key_bias=False``) when the mask zeroes it in every block. The 7B model has no qkv bias;
 * ``mask_token`` is ``(1, D)`` in Meta's files and ``(1, 1, D)`` in transformers';
 * ``rope_embed.periods`` (``head_dim / 4`` RoPE periods) is not a weight in transformers: it gives the head
-  size and ``rope_theta``, and is checked against them.
+  size and ``rope_theta``, and is checked against them (to bfloat16 precision: the distilled models were
+  trained with bfloat16 periods).
 
-``cls_norm`` / ``local_cls_norm`` (the 7B model's separate norms of the CLS token) only touch the CLS and
-register outputs, which this library never reads, and are dropped.
+``cls_norm`` / ``local_cls_norm`` (``local_cls_norm`` is in the 7B and the ViT-L SAT-493M files) only touch the
+CLS and register outputs of training crops, which this library never reads, and are dropped.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ _FUSED = (fused("blocks.{i}.attn.qkv.{wb}", "model.layer.{i}.attention.{part}.{w
 
 PERIODS = "rope_embed.periods"
 _BIAS_MASK = re.compile(r"^blocks\.(\d+)\.attn\.qkv\.bias_mask$")
+# Relative tolerance on stored RoPE periods: bfloat16's rounding (2 ** -8) with margin.
+_PERIODS_RTOL = 2.0**-7
 #: Meta keys with no transformers counterpart that do not change the patch tokens.
 _CLS_ONLY = ("cls_norm.", "local_cls_norm.")
 
@@ -69,27 +73,48 @@ def _periods(head_dim: int, theta: float) -> torch.Tensor:
     return theta ** (torch.arange(0, head_dim // 4, dtype=torch.float64) * 4 / head_dim)
 
 
+def _rope_theta(periods: torch.Tensor) -> float:
+    """The RoPE base ``theta`` of Meta's ``periods`` (``theta ** (4k / head_dim)``, float64): the value with the
+    fewest significant digits that gives them to bfloat16 precision (files may hold bfloat16-rounded periods)."""
+    n = periods.numel()
+    head_dim = 4 * n
+    # the last period is theta ** ((n - 1) / n): the least amplified rounding error
+    estimate = float(periods[-1]) ** (n / (n - 1)) if n > 1 else 100.0
+    for digits in range(1, 7):
+        theta = float(f"{estimate:.{digits}g}")
+        if torch.allclose(periods, _periods(head_dim, theta), rtol=_PERIODS_RTOL, atol=0):
+            return theta
+    raise CheckpointError(f"DINOv3 {PERIODS} are not theta ** (4k / head_dim) for any theta: this RoPE "
+                          "variant is not supported")
+
+
 def _get(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in sd:
         raise CheckpointError(f"not a DINOv3 ViT checkpoint: required key {key!r} is missing")
     return sd[key]
 
 
+def _bias_masks(sd: Mapping[str, torch.Tensor], depth: int) -> list[torch.Tensor] | None:
+    """Each block's ``qkv.bias_mask`` (None for a file without masks); a mask with NaN / inf raises."""
+    masks = [sd.get(f"blocks.{i}.attn.qkv.bias_mask") for i in range(depth)]
+    if all(m is None for m in masks):
+        return None
+    if any(m is None for m in masks):
+        raise CheckpointError("DINOv3 checkpoint has qkv.bias_mask in some blocks only")
+    for i, m in enumerate(masks):
+        if not bool(torch.isfinite(m).all()):
+            raise CheckpointError(f"DINOv3 blocks.{i}.attn.qkv.bias_mask is not finite (an uninitialised mask): "
+                                  "the checkpoint is unusable, download it again")
+    return masks
+
+
 def _key_bias(sd: Mapping[str, torch.Tensor], depth: int) -> bool:
-    """Whether the key projection has a bias: read off ``qkv.bias_mask`` (q and v ones; k all ones or all zeros)."""
+    """Whether the key projection has an effective bias: a qkv bias whose mask does not zero the key part in
+    every block (no mask: the bias is used as is)."""
     if "blocks.0.attn.qkv.bias" not in sd:
         return False
-    if "blocks.0.attn.qkv.bias_mask" not in sd:
-        return True  # an unmasked fused bias: the key bias is used
-    uses = set()
-    for i in range(depth):
-        q, k, v = _get(sd, f"blocks.{i}.attn.qkv.bias_mask").float().chunk(3)
-        if not (bool((q == 1).all()) and bool((v == 1).all())) or not (bool((k == 0).all()) or bool((k == 1).all())):
-            raise CheckpointError(f"DINOv3 blocks.{i}.attn.qkv.bias_mask is neither 1 (q, v) nor 0/1 (k) everywhere")
-        uses.add(bool((k == 1).all()))
-    if len(uses) > 1:
-        raise CheckpointError("DINOv3 qkv.bias_mask masks the key bias in some blocks only")
-    return uses.pop()
+    masks = _bias_masks(sd, depth)
+    return masks is None or any(bool(m.chunk(3)[1].any()) for m in masks)
 
 
 def infer_dinov3_config(sd: Mapping[str, torch.Tensor]) -> DINOv3ViTConfig:
@@ -114,12 +139,7 @@ def infer_dinov3_config(sd: Mapping[str, torch.Tensor]) -> DINOv3ViTConfig:
         head_dim = 4 * periods.numel()
         if head_dim == 0 or hidden % head_dim:
             raise CheckpointError(f"DINOv3 {PERIODS} has {periods.numel()} entries, which do not fit width {hidden}")
-        n = periods.numel()
-        if n > 1:  # the last period is theta ** ((n - 1) / n): the least amplified rounding error
-            theta = float(f"{float(periods[-1]) ** (n / (n - 1)):.5g}")
-        if not torch.allclose(periods, _periods(head_dim, theta), rtol=1e-4):
-            raise CheckpointError(f"DINOv3 {PERIODS} are not theta ** (4k / head_dim) for any theta: this RoPE "
-                                  "variant is not supported")
+        theta = _rope_theta(periods)
         heads = hidden // head_dim
     else:
         heads = next((h for (d, _, h, _, _) in DINOV3_VARIANTS.values() if d == hidden), max(1, hidden // 64))
@@ -140,6 +160,9 @@ def dinov3_meta_to_hf(sd: Mapping[str, torch.Tensor]) -> tuple[DINOv3ViTConfig, 
     """Convert a Meta DINOv3 ViT state dict for transformers: (config inferred from shapes, renamed state dict)."""
     config = infer_dinov3_config(sd)
     weights = {k: v for k, v in sd.items() if k != PERIODS and not _BIAS_MASK.match(k) and not k.startswith(_CLS_ONLY)}
+    for i, mask in enumerate(_bias_masks(sd, config.num_hidden_layers) or []):
+        bias = weights[f"blocks.{i}.attn.qkv.bias"]  # the bias Meta's forward pass uses
+        weights[f"blocks.{i}.attn.qkv.bias"] = bias * mask.to(bias.device, bias.dtype)
     if "mask_token" in weights:
         weights["mask_token"] = weights["mask_token"].reshape(1, 1, -1)
     out = meta_to_hf(weights, _KEYS_SWIGLU if config.use_gated_mlp else _KEYS, _FUSED, "DINOv3")

@@ -5,7 +5,9 @@ tracker under ``tracker.``. The tracker has no image encoder of its own: it read
 (``detector.backbone.vision_backbone.trunk.``) through a second FPN neck (``...vision_backbone.sam2_convs.``).
 Its prompt encoder and mask decoder are SAM2's modules under SAM2's names, so :mod:`.sam2_keys` maps them.
 What the proposer needs is kept (ViT, tracker neck, prompt encoder, mask decoder); the detector's heads, text
-encoder and the tracker's video memory are dropped.
+encoder and the tracker's video memory are dropped. One naming difference from SAM2 in the mask decoder: the
+two-way transformer's MLPs are SAM 1's ``MLPBlock`` (``mlp.lin1`` / ``mlp.lin2``) where SAM2 has a 2-layer ``MLP``
+(``mlp.layers.0`` / ``mlp.layers.1``); the two compute the same (ReLU between), so they are renamed.
 
 Differences from a plain rename, all in the ViT: the absolute position embedding has a leading CLS slot that
 transformers drops; ``attn.qkv`` is one tensor in Meta's files and three in transformers'; the RoPE tables
@@ -43,6 +45,25 @@ _HF_VIDEO_ONLY = re.compile(
 )
 
 _HF_NECKS = ("tracker_neck.", "detector_model.vision_encoder.tracker_neck.")
+
+# The tracker mask decoder's two-way-transformer MLPs: SAM 3's ``MLPBlock`` names <-> SAM2's ``MLP`` names.
+_DECODER_MLP = re.compile(r"^(sam_mask_decoder\.transformer\.layers\.\d+\.mlp\.)(lin1|lin2|layers\.0|layers\.1)\.")
+_MLP_TO_SAM2 = {"lin1": "layers.0", "lin2": "layers.1"}
+_MLP_TO_SAM3 = {v: k for k, v in _MLP_TO_SAM2.items()}
+
+
+def _rename_decoder_mlp(key: str, names: Mapping[str, str]) -> str:
+    """``key`` (a tracker key without ``tracker.``) with its decoder-MLP layer renamed by ``names``, if it has one."""
+    m = _DECODER_MLP.match(key)
+    if m is None or m.group(2) not in names:
+        return key
+    return m.group(1) + names[m.group(2)] + key[m.end(2):]
+
+
+def _tracker_as_sam2(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``tracker.`` entries of ``sam3.pt``, prefix removed, in SAM2's key names (see the module docstring)."""
+    return {_rename_decoder_mlp(k[len(TRACKER_META):], _MLP_TO_SAM2): v
+            for k, v in state_dict.items() if k.startswith(TRACKER_META)}
 
 _VIT = KeyMap(
     [
@@ -104,20 +125,16 @@ def sam3_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
     (ViT, tracker neck, tracker prompt encoder / mask decoder) raises CheckpointError.
     """
     out: dict[str, torch.Tensor] = {}
-    tracker: dict[str, torch.Tensor] = {}
+    tracker = {k: v for k, v in _tracker_as_sam2(state_dict).items()
+               if not (k.startswith(_TRACKER_VIDEO_ONLY) or is_sam2_video_only_key(k))}
     unknown: list[str] = []
     for key, value in state_dict.items():
         if key.startswith(VIT_META):
             known = _vit_to_hf(key[len(VIT_META):], value, out)
         elif key.startswith(NECK_META):
             known = _neck_to_hf(key[len(NECK_META):], value, out)
-        elif key.startswith(TRACKER_META):
-            sub = key[len(TRACKER_META):]
-            if not (sub.startswith(_TRACKER_VIDEO_ONLY) or is_sam2_video_only_key(sub)):
-                tracker[sub] = value
-            known = True
-        else:
-            known = key.startswith("detector.")  # the detector's own heads: not used by the tracker
+        else:  # the tracker's part is renamed below; the detector's own heads are not used by the tracker
+            known = key.startswith((TRACKER_META, "detector."))
         if not known:
             unknown.append(key)
     if unknown:
@@ -172,7 +189,7 @@ def sam3_hf_to_meta(
                               f"{few(unknown)}")
     for (block, wb), parts in qkv.items():
         out[f"{VIT_META}blocks.{block}.attn.qkv.{wb}"] = torch.cat([parts[c] for c in "qkv"], 0)
-    out.update({TRACKER_META + k: v for k, v in sam2_hf_to_meta(decoder).items()})
+    out.update({TRACKER_META + _rename_decoder_mlp(k, _MLP_TO_SAM3): v for k, v in sam2_hf_to_meta(decoder).items()})
     if config is not None:
         vit = config.vision_config.backbone_config
         grid = vit.image_size // vit.patch_size
@@ -234,8 +251,7 @@ def infer_sam3_tracker_config(state_dict: Mapping[str, torch.Tensor]) -> Sam3Tra
         else:  # 1x, then 0.5x (max-pooling has no weights)
             scales.append(1.0 if 1.0 not in scales else 0.5)
     fpn = int(get(f"{NECK_META}0.conv_1x1.weight").shape[0])
-    tracker = {k[len(TRACKER_META):]: v for k, v in state_dict.items() if k.startswith(TRACKER_META)}
-    decoder, prompt = infer_sam2_decoder(tracker)
+    decoder, prompt = infer_sam2_decoder(_tracker_as_sam2(state_dict))
     backbone = dict(
         model_type="sam3_vit_model", hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=max(1, hidden // head_dim),
