@@ -437,7 +437,7 @@ def test_wrong_model_file(sam2_official, dinov2_official):
     _, dinov2_path = dinov2_official
     with pytest.raises(CheckpointError, match="not a SAM2 checkpoint.*DINOv2"):
         load_sam2(dinov2_path)
-    with pytest.raises(CheckpointError, match="not a DINOv2 or DINOv3 ViT checkpoint.*SAM2"):
+    with pytest.raises(CheckpointError, match="not a DINOv2, DINOv3 ViT or DINOv3 ConvNeXt checkpoint.*SAM2"):
         load_encoder(sam2_path)
 
 

@@ -39,7 +39,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "id), or a SAM 3 tracker (Meta's sam3.pt, HF directory or hub id; needs --sam-image-size 1008, which "
                    "--preset sam3 sets) (default: "
                    "facebook/sam2-hiera-large, the paper's SAM 2.0 Hiera-L)")
-    g.add_argument("--encoder", default=None, help="patch encoder, DINOv2 or DINOv3 ViT: Meta .pth file, HF "
+    g.add_argument("--encoder", default=None, help="patch encoder, DINOv2, DINOv3 ViT or DINOv3 ConvNeXt: Meta .pth file, HF "
                    "directory or hub id (default: facebook/dinov2-large, ViT-L/14); DINOv3 needs --encoder-size "
                    "auto or another multiple of 16")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available; "
