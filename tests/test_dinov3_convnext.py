@@ -111,5 +111,5 @@ def test_truncated_convnext_file_names_the_missing_weight(tiny_convnext, tmp_pat
     meta = dinov3_convnext_hf_to_meta(tiny_convnext.state_dict())
     meta["head.weight"] = torch.zeros(2)
     torch.save(meta, tmp_path / "head.pth")
-    with pytest.raises(CheckpointError, match=r"DINOv3 ConvNeXt checkpoint has 1 unknown key\(s\): head\.weight"):
+    with pytest.raises(CheckpointError, match=r"DINOv3 ConvNeXt checkpoint has 1 key\(s\) that match no DINOv3 ConvNeXt weight: head\.weight"):
         load_encoder(tmp_path / "head.pth")

@@ -340,53 +340,32 @@ def _hub_failure(repo_id: str, exc: BaseException, what: str, hint: str) -> Chec
 
 
 # ----------------------------------------------------------------------------------------------------- proposers
+def _meta_model(path: Path, sd: dict[str, torch.Tensor], convert, to_meta, device, dtype) -> PreTrainedModel:
+    """The model of Meta tensors ``sd`` read from ``path``: ``convert`` infers the config from shapes and renames
+    the keys (``to_meta`` is its inverse, to name missing weights as the file would); filled strictly."""
+    try:
+        config, hf_sd = convert(sd)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    config._name_or_path = str(path)
+    model_cls = {**_PROPOSER_CLASSES, **_ENCODER_CLASSES}[config.model_type]
+    model = _instantiate(model_cls, config, hf_sd, path, device, dtype, sd, to_meta)
+    logger.info("loaded a %s from %s", model_cls.__name__, path)
+    return model
+
+
 def _sam2_from_file(path: Path, device, dtype, sd: dict[str, torch.Tensor] | None = None) -> Sam2Model:
     """A Meta SAM2 / SAM 2.1 file (``sd``: its tensors when already read) as a ``Sam2Model``."""
     sd = _read_state_dict(path, "SAM2", SAM2_HINT) if sd is None else sd
     if not any(k.startswith("image_encoder.trunk.") for k in sd):
         raise CheckpointError(f"{path} is not a SAM2 checkpoint: it looks like {_describe(sd)}. {SAM2_HINT}")
-    try:
-        config, hf_sd = sam2_meta_to_hf(sd)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    model = _instantiate(Sam2Model, config, hf_sd, path, device, dtype, sd, sam2_hf_to_meta)
-    bb = config.vision_config.backbone_config
-    logger.info("loaded SAM2 (Hiera dim %d, blocks %s) from %s", bb.hidden_size, bb.blocks_per_stage, path)
-    return model
+    return _meta_model(path, sd, sam2_meta_to_hf, sam2_hf_to_meta, device, dtype)
 
 
 def _sam2_meta_filename(repo_id: str) -> str | None:
     """Meta's file name in a SAM2 hub repo: ``facebook/sam2.1-hiera-base-plus`` -> ``sam2.1_hiera_base_plus.pt``."""
     name = repo_id.rsplit("/", 1)[-1]
     return name.replace("-", "_") + ".pt" if name.lower().startswith("sam2") else None
-
-
-def _sam_from_file(path: Path, sd: dict[str, torch.Tensor], device, dtype) -> SamModel | SamHQModel:
-    """A Meta SAM / SAM-HQ file (its tensors ``sd``) as a ``SamModel`` / ``SamHQModel``."""
-    try:
-        config, hf_sd = sam_meta_to_hf(sd)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    model_cls = SamHQModel if config.model_type == "sam_hq" else SamModel
-    model = _instantiate(model_cls, config, hf_sd, path, device, dtype, sd, sam_hf_to_meta)
-    vc = config.vision_config
-    logger.info("loaded %s (ViT width %d, %d blocks) from %s", model_cls.__name__, vc.hidden_size,
-                vc.num_hidden_layers, path)
-    return model
-
-
-def _sam3_from_file(path: Path, sd: dict[str, torch.Tensor], device, dtype) -> Sam3TrackerModel:
-    """Meta's ``sam3.pt`` (its tensors ``sd``) as a ``Sam3TrackerModel``: the detector's ViT, the tracker's neck,
-    prompt encoder and mask decoder; the detector heads and the video memory are not loaded."""
-    try:
-        config, hf_sd = sam3_meta_to_hf(sd)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    model = _instantiate(Sam3TrackerModel, config, hf_sd, path, device, dtype, sd, sam3_hf_to_meta)
-    vit = config.vision_config.backbone_config
-    logger.info("loaded the SAM 3 tracker (ViT width %d, %d blocks, %d² frames) from %s", vit.hidden_size,
-                vit.num_hidden_layers, vit.image_size, path)
-    return model
 
 
 def _sam3_from_video_dir(path: Path, device, dtype) -> Sam3TrackerModel:
@@ -422,9 +401,9 @@ def _proposer_from_file(path: Path, family: str, hint: str, device, dtype):
     """A Meta checkpoint file as a proposer model: SAM2 / SAM 2.1, or (``load_proposer``) SAM / SAM-HQ / SAM 3."""
     sd = _read_state_dict(path, family, hint)
     if family == PROPOSER and any(k.startswith("image_encoder.blocks.") for k in sd):
-        return _sam_from_file(path, sd, device, dtype)
-    if family == PROPOSER and looks_like_sam3(sd):
-        return _sam3_from_file(path, sd, device, dtype)
+        return _meta_model(path, sd, sam_meta_to_hf, sam_hf_to_meta, device, dtype)  # SAM, SAM-HQ
+    if family == PROPOSER and looks_like_sam3(sd):  # the tracker and the ViT it reads; no detector, no video memory
+        return _meta_model(path, sd, sam3_meta_to_hf, sam3_hf_to_meta, device, dtype)
     return _sam2_from_file(path, device, dtype, sd)
 
 
@@ -524,25 +503,16 @@ def _strip_backbone(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _encoder_from_file(path: Path, device, dtype):
     sd = _strip_backbone(_read_state_dict(path, "encoder", ENCODER_HINT))
     if looks_like_dinov3(sd) and "patch_embed.proj.weight" in sd:
-        family, convert, model_cls, to_meta = "DINOv3", dinov3_meta_to_hf, DINOv3ViTModel, dinov3_hf_to_meta
+        convert, to_meta = dinov3_meta_to_hf, dinov3_hf_to_meta
     elif "cls_token" in sd and "patch_embed.proj.weight" in sd:
-        family, convert, model_cls, to_meta = "DINOv2", dinov2_meta_to_hf, None, dinov2_hf_to_meta
+        convert, to_meta = dinov2_meta_to_hf, dinov2_hf_to_meta
         sd = flatten_chunks(sd)
     elif looks_like_dinov3_convnext(sd):
-        family, convert = "DINOv3 ConvNeXt", dinov3_convnext_meta_to_hf
-        model_cls, to_meta = DINOv3ConvNextModel, dinov3_convnext_hf_to_meta
+        convert, to_meta = dinov3_convnext_meta_to_hf, dinov3_convnext_hf_to_meta
     else:
         raise CheckpointError(f"{path} is not a {ENCODER_FAMILIES} checkpoint: it looks like {_describe(sd)}. "
                               f"{ENCODER_HINT}")
-    try:
-        config, hf_sd = convert(sd)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    config._name_or_path = str(path)
-    model_cls = model_cls or _ENCODER_CLASSES[config.model_type]
-    model = _instantiate(model_cls, config, hf_sd, path, device, dtype, sd, to_meta)
-    logger.info("loaded %s (%s) from %s", family, config.to_diff_dict(), path)
-    return model
+    return _meta_model(path, sd, convert, to_meta, device, dtype)
 
 
 def load_encoder(

@@ -16,7 +16,7 @@ import torch
 from transformers import DINOv3ConvNextConfig
 
 from ..errors import CheckpointError
-from .keymap import KeyMap, few
+from .keymap import KeyMap, hf_to_meta, meta_to_hf
 
 _KEYS = KeyMap(
     [
@@ -57,28 +57,9 @@ def dinov3_convnext_meta_to_hf(
 ) -> tuple[DINOv3ConvNextConfig, dict[str, torch.Tensor]]:
     """Convert a Meta DINOv3 ConvNeXt state dict: ``(config inferred from shapes, DINOv3ConvNextModel state dict)``.
     A key with no transformers counterpart raises CheckpointError."""
-    out, unknown = {}, []
-    for key, value in state_dict.items():
-        new = _KEYS.to_hf(key)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
-    if unknown:
-        raise CheckpointError(f"DINOv3 ConvNeXt checkpoint has {len(unknown)} unknown key(s): {few(unknown)}")
-    return infer_dinov3_convnext_config(state_dict), out
+    return infer_dinov3_convnext_config(state_dict), meta_to_hf(state_dict, _KEYS, (), "DINOv3 ConvNeXt")
 
 
 def dinov3_convnext_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a ``DINOv3ConvNextModel`` state dict to Meta's key names (the official file layout)."""
-    out, unknown = {}, []
-    for key, value in state_dict.items():
-        new = _KEYS.to_meta(key)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
-    if unknown:
-        raise CheckpointError(f"transformers DINOv3 ConvNeXt state dict has keys with no Meta counterpart: "
-                              f"{few(unknown)}")
-    return out
+    return hf_to_meta(state_dict, _KEYS, (), "DINOv3 ConvNeXt")
