@@ -77,6 +77,14 @@ def _add_model_method_run_args(p: argparse.ArgumentParser) -> None:
     _add_run_args(p)
 
 
+MEMORY_HELP = "memory file (.safetensors), or a shared one on the Hugging Face hub: hf://user/repo"
+
+
+def memory_arg(text: str) -> Path | str:
+    """argparse type of ``--memory``: a path, or an ``hf://user/repo`` string kept as it is (see :mod:`.hub`)."""
+    return text if text.startswith("hf://") else Path(text)
+
+
 def positive_int(text: str) -> int:
     """argparse type of an integer >= 1 (argparse's error then names the flag)."""
     try:
@@ -317,7 +325,7 @@ def _add_label_parser(sub) -> None:
                        "per format under -o. Resumable and sharded like predict; --min-score, --min-area, the "
                        "formats and the split can change on a rerun without running the models again.")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("--memory", required=True, type=Path)
+    p.add_argument("--memory", required=True, type=memory_arg, help=MEMORY_HELP)
     p.add_argument("-o", "--output", required=True, type=Path, help="dataset folder (new, or an earlier label run)")
     p.add_argument("--format", dest="formats", action="extend", nargs="+", metavar="FORMAT",
                    help="coco, yolo, labelstudio, cvat; several allowed (--format coco yolo, or coco,yolo) "
@@ -443,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment images, folders or globs with a memory")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("--memory", required=True, type=Path)
+    p.add_argument("--memory", required=True, type=memory_arg, help=MEMORY_HELP)
     p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
     p.add_argument("--visualize", action="store_true", help="also write overlays (overlays/*.jpg)")
     _add_on_error_arg(p)
@@ -453,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_label_parser(sub)
 
     p = sub.add_parser("evaluate", help="predict on a COCO-format set and compute COCO AP (bbox, segm)")
-    p.add_argument("--memory", required=True, type=Path)
+    p.add_argument("--memory", required=True, type=memory_arg, help=MEMORY_HELP)
     p.add_argument("--annotations", required=True, type=Path, help="ground-truth COCO JSON")
     p.add_argument("--images", required=True, type=Path, help="image folder of that JSON")
     p.add_argument("--split", help="categories to evaluate: coco-novel | coco-all | voc-split1|2|3 "
@@ -495,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_convert_parser(sub)
     from .app import add_serve_parser; add_serve_parser(sub)  # noqa: E702  (nttt serve: the browser app)
+    from .hub import add_hub_parser; add_hub_parser(sub)  # noqa: E702  (nttt hub push: share a memory)
     return parser
 
 
@@ -509,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
         args.encoder = args.encoder or preset.encoder
     try:
         _check_up_front(args)
+        if args.command != "hub" and isinstance(getattr(args, "memory", None), str):  # --memory hf://user/repo
+            from .hub import download_memory
+
+            args.memory = download_memory(args.memory)
         return args.func(args)
     except NtttError as exc:
         print(f"nttt {args.command}: error: {exc}", file=sys.stderr)
