@@ -6,7 +6,8 @@ method settings the memory was made with. Loading goes through ``huggingface_hub
 normal cache, ``HF_HUB_OFFLINE`` and tokens apply.
 
 ``hf://`` sources: ``hf://user/repo``, ``hf://user/repo@revision`` (a branch, tag or commit) and
-``hf://user/repo/path/in/repo.safetensors`` (another file than ``memory.safetensors``).
+``hf://user/repo/path/in/repo.safetensors`` (another file than ``memory.safetensors``). Light at import (the
+``nttt`` parser imports it): torch comes with the functions that need it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import MethodConfig
 from .errors import InputError
-from .memory import ReferenceMemory
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +63,11 @@ def download_memory(source: str) -> Path:
                          "id, the revision and your token (huggingface-cli login) for a private repo") from exc
 
 
-def model_card(memory: ReferenceMemory, repo_id: str) -> str:
-    """The README.md of a pushed memory: metadata header, categories, encoder, settings, usage."""
+def model_card(memory, repo_id: str) -> str:
+    """The README.md of a pushed memory (a :class:`~no_time_to_train.memory.ReferenceMemory`): metadata header,
+    categories, encoder, settings, usage."""
+    from .config import MethodConfig
+
     counts, negatives = memory.counts(), memory.counts(negative=True)
     enc = memory.encoder or {}
     config = memory.config or {}
@@ -135,6 +137,8 @@ def push_memory(path: str | os.PathLike, repo_id: str, *, private: bool = False,
     Returns the commit URL. ``api``: a ``huggingface_hub.HfApi`` (default: a new one with ``token``).
     """
     from huggingface_hub import CommitOperationAdd, HfApi
+
+    from .memory import ReferenceMemory
 
     path = Path(path)
     memory = ReferenceMemory.load(path)  # a bad file is refused before anything is sent
