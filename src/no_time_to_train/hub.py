@@ -13,15 +13,12 @@ normal cache, ``HF_HUB_OFFLINE`` and tokens apply.
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .errors import InputError
-
-log = logging.getLogger(__name__)
 
 PREFIX = "hf://"
 MEMORY_FILE = "memory.safetensors"

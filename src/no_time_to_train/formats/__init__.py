@@ -17,7 +17,6 @@ its module.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import re
@@ -30,8 +29,6 @@ import numpy as np
 
 from ..errors import InputError
 from ..types import coco_box, decode_rle
-
-log = logging.getLogger(__name__)
 
 FORMATS = ("coco", "yolo", "labelstudio", "cvat")
 MASK_FORMATS = ("polygon", "rle")
