@@ -173,6 +173,33 @@ def test_browser_references_segment_export(app, page, coco_mini, tmp_path):
     assert len(predicts) == 2  # the slider filtered the cached detections
     _screenshot(page, shots / "app-segment.png")
 
+    # -- review: accept the first image's detection with a click, re-segment, see what changed ---------
+    d = ws.results[0].detections
+    inner = d.masks[0] & ~d.masks[d.scores > d.scores[0]].any(axis=0)
+    for _ in range(12):  # a pixel well inside the mask: the page's click mapping may be a few pixels off
+        shrunk = inner[1:-1, 1:-1] & inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:]
+        if not shrunk.any():
+            break
+        inner = np.pad(shrunk, 1)
+    ys, xs = np.nonzero(inner)
+    page.wait_for_function("""() => { const i = document.querySelector('#review-image img');
+        return i !== null && i.complete && i.naturalWidth > 0; }""")
+    img = page.locator("#review-image img").first
+    box = img.bounding_box()
+    h, w = ws.results[0].image.shape[:2]
+    page.get_by_label("Accept (positive reference)").check()  # Gradio maps a click by the element's size
+    img.click(position={"x": (xs[len(xs) // 2] + 0.5) * box["width"] / w,
+                        "y": (ys[len(ys) // 2] + 0.5) * box["height"] / h})
+    expect(page.locator("#review-info")).to_contain_text("accepted thing")
+    assert ws.results[0].decisions == {0: "accepted"} and ws.memory.counts() == {"thing": 2}
+    page.locator("#resegment").click()
+    expect(page.locator("#review-info")).to_contain_text("Re-segmented: 000000000139.jpg +")
+    assert len(predicts) == 4
+    page.locator("#review").scroll_into_view_if_needed()
+    _screenshot(page, shots / "app-review.png")
+    total = ws.counts(0.0)[1]  # the re-segmented results are the ones exported
+    ws.remove_reference(1)  # back to the one reference the rest of the test expects
+
     # -- export ----------------------------------------------------------------------------------------
     page.get_by_role("tab", name="3. Export / load").click()
     results = json.loads(_download(page, "#export-results", "#results-file").read_text())

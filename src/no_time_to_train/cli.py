@@ -6,8 +6,10 @@
     nttt predict --memory memory.safetensors INPUT... -o out_dir [--visualize] [--score-threshold T]
     (--score-threshold, like every method setting, is a MethodConfig field: see ``nttt predict --help``)
     nttt evaluate --memory memory.safetensors --annotations val.json --images val2017 --split coco-novel -o out_dir
+    nttt label --memory memory.safetensors INPUT... -o dataset --format coco yolo labelstudio cvat
+    nttt hub push memory.safetensors user/repo
 
-``predict``, ``evaluate`` and ``fill-memory`` also run under ``torchrun --nproc_per_node=N -m no_time_to_train``.
+``predict``, ``label``, ``evaluate`` and ``fill-memory`` also run under ``torchrun --nproc_per_node=N -m no_time_to_train``.
 Heavy imports (torch, transformers) happen inside the verbs, so ``--help`` is instant.
 """
 
@@ -74,6 +76,14 @@ def _add_model_method_run_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
     _add_method_args(p)
     _add_run_args(p)
+
+
+MEMORY_HELP = "memory file (.safetensors), or a shared one on the Hugging Face hub: hf://user/repo"
+
+
+def memory_arg(text: str) -> Path | str:
+    """argparse type of ``--memory``: a path, or an ``hf://user/repo`` string kept as it is (see :mod:`.hub`)."""
+    return text if text.startswith("hf://") else Path(text)
 
 
 def positive_int(text: str) -> int:
@@ -272,6 +282,74 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_label(args) -> int:
+    from .data.coco import list_images
+    from .distributed import init_distributed
+    from .formats import WriteOptions, check_category_names, check_dataset_root, check_formats
+    from .label import label_images
+    from .memory import ReferenceMemory
+
+    formats = check_formats([f for item in args.formats or ["coco"] for f in item.split(",") if f.strip()])
+    memory = ReferenceMemory.load(args.memory)  # names checked before the models load
+    check_category_names(memory.category_names, formats)
+    check_dataset_root(Path(args.output))
+    dist = init_distributed(args.device)
+    paths = list_images(args.inputs)
+    seg = _segmenter(args, dist, memory=memory)
+    options = WriteOptions(mask_format=args.mask_format, polygon_tolerance=args.polygon_tolerance,
+                           copy_images=args.copy_images, image_url_prefix=args.image_url_prefix)
+    summary = label_images(seg, paths, args.output, dist, formats=formats, options=options,
+                           signature=_signature(args, {"verb": "label", "memory": _file_digest(Path(args.memory))}),
+                           min_score=args.min_score, min_area=args.min_area, val_fraction=args.val_fraction,
+                           seed=args.seed, overwrite=args.overwrite, quiet=args.quiet, on_error=args.on_error)
+    if summary is not None:
+        print(summary.table())
+        for fmt, folder in summary.folders.items():
+            print(f"{fmt}: {folder}")
+    dist.close()
+    return 0
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _add_label_parser(sub) -> None:
+    p = sub.add_parser("label", help="auto-label images with a memory into a dataset (COCO, YOLO, Label Studio, "
+                       "CVAT)", description="Segment images with a memory and write a labelled dataset, one folder "
+                       "per format under -o. Resumable and sharded like predict; --min-score, --min-area, the "
+                       "formats and the split can change on a rerun without running the models again.")
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--memory", required=True, type=memory_arg, help=MEMORY_HELP)
+    p.add_argument("-o", "--output", required=True, type=Path, help="dataset folder (new, or an earlier label run)")
+    p.add_argument("--format", dest="formats", action="extend", nargs="+", metavar="FORMAT",
+                   help="coco, yolo, labelstudio, cvat; several allowed (--format coco yolo, or coco,yolo) "
+                   "(default: coco)")
+    p.add_argument("--mask-format", choices=["polygon", "rle"], default="polygon",
+                   help="COCO and CVAT masks: polygon (default; an object with a hole falls back to RLE / a CVAT "
+                   "mask) or rle (pixel-exact). YOLO and Label Studio always take polygons")
+    p.add_argument("--min-score", type=_non_negative_float, default=0.5,
+                   help="keep detections scoring at least this (default 0.5)")
+    p.add_argument("--min-area", type=int, default=0, help="keep masks of at least this many pixels (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of images in YOLO's val split (default 0.1; 0: val = train)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val draw (default 0)")
+    p.add_argument("--polygon-tolerance", type=_non_negative_float, default=1.0,
+                   help="pixels a polygon may stray from the mask boundary (default 1; 0: exact pixel boundary)")
+    p.add_argument("--copy-images", action="store_true", help="copy images into the dataset (default: symlinks)")
+    p.add_argument("--image-url-prefix", help="Label Studio image URL prefix (default: Label Studio's local-files "
+                   "URL of DATASET/labelstudio/images)")
+    _add_on_error_arg(p)
+    _add_model_method_run_args(p)
+    p.set_defaults(func=cmd_label)
+
+
 def cmd_evaluate(args) -> int:
     from .data.coco import CocoDataset, resolve_categories
     from .distributed import init_distributed
@@ -374,15 +452,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment images, folders or globs with a memory")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("--memory", required=True, type=Path)
+    p.add_argument("--memory", required=True, type=memory_arg, help=MEMORY_HELP)
     p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
     p.add_argument("--visualize", action="store_true", help="also write overlays (overlays/*.jpg)")
     _add_on_error_arg(p)
     _add_model_method_run_args(p)
     p.set_defaults(func=cmd_predict)
 
+    _add_label_parser(sub)
+
     p = sub.add_parser("evaluate", help="predict on a COCO-format set and compute COCO AP (bbox, segm)")
-    p.add_argument("--memory", required=True, type=Path)
+    p.add_argument("--memory", required=True, type=memory_arg, help=MEMORY_HELP)
     p.add_argument("--annotations", required=True, type=Path, help="ground-truth COCO JSON")
     p.add_argument("--images", required=True, type=Path, help="image folder of that JSON")
     p.add_argument("--split", help="categories to evaluate: coco-novel | coco-all | voc-split1|2|3 "
@@ -424,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_convert_parser(sub)
     from .app import add_serve_parser; add_serve_parser(sub)  # noqa: E702  (nttt serve: the browser app)
+    from .hub import add_hub_parser; add_hub_parser(sub)  # noqa: E702  (nttt hub push: share a memory)
     return parser
 
 
@@ -438,6 +519,10 @@ def main(argv: list[str] | None = None) -> int:
         args.encoder = args.encoder or preset.encoder
     try:
         _check_up_front(args)
+        if args.command != "hub" and isinstance(getattr(args, "memory", None), str):  # --memory hf://user/repo
+            from .hub import download_memory
+
+            args.memory = download_memory(args.memory)
         return args.func(args)
     except NtttError as exc:
         print(f"nttt {args.command}: error: {exc}", file=sys.stderr)

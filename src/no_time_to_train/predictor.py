@@ -104,6 +104,7 @@ class ReferenceSegmenter:
         device, dtype and attention implementation (it is loaded once).
     device, dtype: where and in which precision the models run (fp32 is the paper's setting).
     config: the method's hyper-parameters (paper values by default).
+    memory: a memory file, a :class:`ReferenceMemory`, or a shared memory on the hub (``"hf://user/repo"``).
 
     Fast modes, all off by default (the faithful setting); they change the numbers slightly, see
     ``benchmarks/RESULTS.md`` for how much:
@@ -311,6 +312,11 @@ class ReferenceSegmenter:
         return self.memory.save(path)
 
     def load_memory(self, path: str | os.PathLike) -> ReferenceMemory:
+        """Load a memory file, or a shared one from the Hugging Face hub (``"hf://user/repo"``, see :mod:`.hub`)."""
+        from .hub import download_memory, is_hub_source
+
+        if is_hub_source(path):
+            path = download_memory(path)
         memory = ReferenceMemory.load(path)
         if self._encoder is not None:
             memory.check_encoder(self.encoder_identity)

@@ -123,6 +123,56 @@ class Detections:
         """Detections scoring strictly above ``min_score``."""
         return self[self.scores > min_score]
 
+    def to_supervision(self):
+        """This result as a ``supervision.Detections`` (needs the ``supervision`` extra).
+
+        ``xyxy`` = :attr:`boxes` (float32, the pixel extent: ``x1, y1`` exclusive, one more than the last pixel's
+        index that ``supervision.mask_to_xyxy`` gives), ``mask`` =
+        :attr:`masks`, ``confidence`` = :attr:`scores`, ``class_id`` = :attr:`labels`, and
+        ``data["class_name"]`` the category name of each detection. :meth:`from_supervision` reads it back.
+        """
+        sv = _supervision()
+        return sv.Detections(xyxy=self.boxes.astype(np.float32).reshape(-1, 4), mask=self.masks.astype(bool),
+                             confidence=self.scores.astype(np.float32), class_id=self.labels.astype(int),
+                             data={"class_name": np.array(self.names, dtype=str)})
+
+    @classmethod
+    def from_supervision(cls, detections, category_names: Sequence[str] | None = None) -> "Detections":
+        """A ``supervision.Detections`` with masks as our :class:`Detections` (sorted by descending score).
+
+        Categories: ``category_names`` indexed by ``class_id`` when given; else the ``data["class_name"]`` of
+        each detection (names in order of first ``class_id``); else ``class_<id>``. Boxes are recomputed as
+        the tight extent of each mask; a missing ``confidence`` counts as 1.
+        """
+        if detections.mask is None:
+            raise InputError("from_supervision: these supervision Detections have no masks; no-time-to-train "
+                             "results are instance masks (run a segmentation model, or use SAM on the boxes)")
+        masks = detections.mask
+        masks = np.asarray(masks.to_dense() if hasattr(masks, "to_dense") else masks, dtype=bool)
+        n = len(masks)
+        class_ids = np.zeros(n, int) if detections.class_id is None else np.asarray(detections.class_id, int)
+        if category_names is not None:
+            names = list(category_names)
+            if n and not (0 <= class_ids.min() and class_ids.max() < len(names)):
+                raise InputError(f"from_supervision: class ids {sorted(set(class_ids.tolist()))} do not index the "
+                                 f"{len(names)} category names given")
+            labels = class_ids
+        else:
+            given = detections.data.get("class_name")
+            keys = [str(given[i]) if given is not None else f"class_{class_ids[i]}" for i in range(n)]
+            names = list(dict.fromkeys(k for _, k in sorted(zip(class_ids.tolist(), keys), key=lambda t: t[0])))
+            labels = np.array([names.index(k) for k in keys], int)
+        scores = np.ones(n, np.float32) if detections.confidence is None else \
+            np.asarray(detections.confidence, np.float32)
+        order = np.argsort(-scores, kind="stable")
+        import torch
+
+        from .matching import mask_extents
+
+        boxes = mask_extents(torch.from_numpy(masks[order])).numpy().astype(np.float32).reshape(-1, 4)
+        return cls(masks=masks[order], boxes=boxes, scores=scores[order], labels=labels[order].astype(np.int64),
+                   category_names=names)
+
     def to_coco(
         self,
         image_id: int | str,
@@ -171,3 +221,12 @@ class Detections:
         if len(ids) != len(names):
             raise InputError(f"to_coco: {len(ids)} category ids given for {len(names)} categories ({', '.join(names)})")
         return ids
+
+
+def _supervision():
+    try:
+        import supervision
+    except ImportError as exc:
+        raise InputError(f"supervision is not installed ({exc}); install it with: "
+                         "pip install \"no-time-to-train[supervision]\"") from exc
+    return supervision

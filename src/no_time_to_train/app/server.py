@@ -9,6 +9,11 @@ The page has three tabs:
   shown as a thumbnail, grouped by category; a category or a single reference can be removed.
 * **Segment**: upload target images and press "Segment". Overlays show each detection in its category's
   colour with name and score; the score slider filters the cached detections without recomputing them.
+* **Review** (in the *Segment* tab): pick a segmented image and click on it: reject a detection (it becomes a negative reference of
+  its category), accept one (a positive reference), or click an object the method missed (SAM2 makes its mask
+  from the click; it becomes a reference and an object of the reviewed image). "Re-segment" runs the images
+  again with the updated memory and outlines what changed (yellow: new, red: gone); the reviewed images can
+  be downloaded as a dataset (COCO, YOLO, Label Studio, CVAT).
 * **Export / load**: the memory file (``.safetensors``), the COCO results JSON, the mask PNGs (zip); a saved
   memory file can be loaded to continue.
 
@@ -29,7 +34,7 @@ import pandas as pd  # noqa: E402  (a Gradio dependency)
 
 from ..errors import InputError, NtttError  # noqa: E402
 from ..runlock import RunLock  # noqa: E402
-from .session import BOX, CLICK_MODES, POSITIVE, TABLE_COLUMNS, Draft, Workspace, draft_view, user_message  # noqa: E402
+from .session import BOX, CLICK_MODES, POSITIVE, REVIEW_ACTIONS, TABLE_COLUMNS, Draft, Workspace, draft_view, user_message  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +199,36 @@ def build_app(segmenter, *, workdir=None, score_threshold: float | None = None, 
     def on_threshold(threshold):
         return results_outputs(threshold)
 
+    # -- review ----------------------------------------------------------------------------------------
+    def review_outputs(index, threshold: float, message: str = ""):
+        names = [r.name for r in ws.results]
+        if not names:
+            return gr.update(choices=[], value=None), None, "No results yet: segment some images first."
+        index = min(int(index or 0), len(names) - 1)
+        text = (message + "\n\n" if message else "") + ws.review_summary(threshold)
+        return gr.update(choices=[(n, i) for i, n in enumerate(names)], value=index), ws.review_view(index, threshold), text
+
+    def on_review_click(index, action, category, threshold, evt: gr.SelectData):
+        try:
+            message = ws.review(int(index or 0), evt.index[0], evt.index[1], action, category, threshold)
+        except Exception as exc:
+            _fail(exc)
+        return (*review_outputs(index, threshold, message), *memory_outputs())
+
+    def on_resegment(index, threshold, progress=gr.Progress()):
+        try:
+            changes = ws.resegment(progress=lambda frac, desc: progress(frac, desc=desc))
+        except Exception as exc:
+            _fail(exc)
+        message = "Re-segmented: " + ", ".join(f"{c['image']} +{c['added']} / -{c['removed']}" for c in changes)
+        return (*review_outputs(index, threshold, message), *results_outputs(threshold))
+
+    def on_export_dataset(formats, threshold):
+        try:
+            return str(ws.export_dataset(formats or ["coco"], threshold))
+        except Exception as exc:
+            _fail(exc)
+
     # -- export / load ---------------------------------------------------------------------------------
     def on_save_memory():
         try:
@@ -283,6 +318,27 @@ def build_app(segmenter, *, workdir=None, score_threshold: float | None = None, 
                                               object_fit="contain", interactive=False)
                 table = gr.Dataframe(headers=TABLE_COLUMNS, label="Detections", interactive=False,
                                      elem_id="detections")
+                with gr.Accordion("Review: correct the results, teach the memory, export a dataset", open=True,
+                                  elem_id="review"):
+                    with gr.Row():
+                        with gr.Column(scale=3):
+                            review_image = gr.Image(label="Click a detection to reject or accept it, or a missed "
+                                                    "object to add it", interactive=False, elem_id="review-image",
+                                                    height=480)
+                        with gr.Column(scale=2):
+                            review_pick = gr.Dropdown(label="Image", choices=[], elem_id="review-pick")
+                            review_action = gr.Radio(list(REVIEW_ACTIONS), value=REVIEW_ACTIONS[0],
+                                                     label="A click", elem_id="review-action")
+                            review_category = gr.Textbox(label="Category of a missed object",
+                                                         elem_id="review-category")
+                            resegment_btn = gr.Button("Re-segment with the updated memory", variant="primary",
+                                                      elem_id="resegment")
+                            review_info = gr.Markdown(elem_id="review-info")
+                            dataset_formats = gr.CheckboxGroup(["coco", "yolo", "labelstudio", "cvat"],
+                                                               value=["coco"], label="Dataset formats",
+                                                               elem_id="dataset-formats")
+                            dataset_btn = gr.Button("Reviewed images as a dataset (.zip)", elem_id="export-dataset")
+                            dataset_file = gr.File(label="Dataset", elem_id="dataset-file", interactive=False)
             with gr.Tab("3. Export / load", id="export"):
                 gr.Markdown("Results use the score threshold of the *Segment* tab. The mask zip holds "
                             "`masks/<image>.png` (16-bit: 0 background, i = i-th detection of that image in "
@@ -303,6 +359,7 @@ def build_app(segmenter, *, workdir=None, score_threshold: float | None = None, 
         draft_out = [draft_state, ref_image, draft_info]
         memory_out = [gallery, summary, remove_choice, selected, selected_info]
         results_out = [overlays, table, seg_status]
+        review_out = [review_pick, review_image, review_info]
 
         ref_image.upload(on_upload, [ref_image], draft_out)
         ref_image.clear(on_clear_image, None, draft_out)
@@ -321,9 +378,18 @@ def build_app(segmenter, *, workdir=None, score_threshold: float | None = None, 
         remove_ref_btn.click(on_remove_reference, [selected], memory_out) \
             .success(on_threshold, [threshold], results_out, show_progress="hidden")
 
-        run_btn.click(on_segment, [targets, threshold], results_out)
+        run_btn.click(on_segment, [targets, threshold], results_out) \
+            .success(lambda i, t: review_outputs(i, t), [review_pick, threshold], review_out)
         threshold.change(on_threshold, [threshold], results_out, trigger_mode="always_last",
                          show_progress="hidden")
+
+        review_pick.change(lambda i, t: review_outputs(i, t), [review_pick, threshold], review_out)
+        threshold.change(lambda i, t: review_outputs(i, t), [review_pick, threshold], review_out,
+                         trigger_mode="always_last", show_progress="hidden")
+        review_image.select(on_review_click, [review_pick, review_action, review_category, threshold],
+                            review_out + memory_out)
+        resegment_btn.click(on_resegment, [review_pick, threshold], review_out + results_out)
+        dataset_btn.click(on_export_dataset, [dataset_formats, threshold], [dataset_file])
 
         save_btn.click(on_save_memory, None, [memory_file])
         results_btn.click(on_export_results, [threshold], [results_file])

@@ -37,6 +37,11 @@ CLICK_MODES = (POSITIVE, NEGATIVE, BOX)
 
 TABLE_COLUMNS = ["image", "category", "score", "x0", "y0", "x1", "y1"]
 
+REJECT = "Reject (negative reference)"
+ACCEPT = "Accept (positive reference)"
+ADD = "Add a missed object"
+REVIEW_ACTIONS = (REJECT, ACCEPT, ADD)
+
 _MASK_TINT = np.array((30, 144, 255), np.float32)
 _POS_COLOR = (40, 210, 70)
 _NEG_COLOR = (235, 45, 45)
@@ -91,13 +96,31 @@ class Draft:
 
 
 @dataclass
+class Added:
+    """An object a reviewer added by clicking on it: its category, SAM2's mask and the click ``(x, y)``."""
+
+    category: str
+    mask: np.ndarray
+    click: tuple[float, float]
+
+
+@dataclass
 class Result:
-    """One segmented target image: the image, its unfiltered detections, and the memory version used."""
+    """One segmented target image: the image, its unfiltered detections, the memory version used, and the review.
+
+    decisions: detection index -> ``"accepted"`` or ``"rejected"``. added: objects the reviewer added.
+    change: what the last re-segmentation changed here, ``{"added": [detection indices], "removed": [masks]}``.
+    path: the image file, when it came from one (a dataset export links it instead of re-encoding it).
+    """
 
     name: str
     image: np.ndarray
     detections: Detections
     memory_version: int
+    decisions: dict[int, str] = field(default_factory=dict)
+    added: list[Added] = field(default_factory=list)
+    change: dict | None = None
+    path: Path | None = None
 
 
 class _CachedEncoder:
@@ -377,13 +400,19 @@ class Workspace:
             source["prompt_value"] = [[round(x, 1), round(y, 1), int(lab)] for x, y, lab in draft.points]
         if draft.sam2_iou is not None:
             source["sam2_iou"] = round(float(draft.sam2_iou), 4)
+        row = self._add(draft.image, draft.mask, category, bool(negative), source, crop_box=draft.box)
+        draft.clear_prompts()
+        return row
+
+    def _add(self, image: np.ndarray, mask: np.ndarray, category: str, negative: bool, source: dict,
+             crop_box=None) -> int:
+        """Encode one reference into the memory with its thumbnail; returns its memory row."""
         with self.lock:
             self._sync_thumbs()
-            row = self.seg.add_reference(draft.image, draft.mask, category=category, crop_box=draft.box,
-                                         negative=bool(negative), source=source)
-            self._thumbs.append(thumbnail(draft.image, draft.mask, self._color(category), self.thumb_size))
+            row = self.seg.add_reference(image, mask, category=category, crop_box=crop_box, negative=negative,
+                                         source=source)
+            self._thumbs.append(thumbnail(image, mask, self._color(category), self.thumb_size))
             self._changed()
-        draft.clear_prompts()
         return row
 
     def remove_category(self, name: str) -> int:
@@ -484,7 +513,8 @@ class Workspace:
                 dets = self.seg.predict(img)
                 name = _unique(str(name), taken)
                 taken.add(name)
-                results.append(Result(name, img, dets, self.version))
+                path = Path(source) if isinstance(source, (str, os.PathLike)) else None
+                results.append(Result(name, img, dets, self.version, path=path))
             if progress:
                 progress(1.0, "done")
             if not results:
@@ -548,6 +578,169 @@ class Workspace:
             zf.writestr("results.json", json.dumps(self.coco_results(min_score)))
         return path
 
+    # -- review ----------------------------------------------------------------------------------------
+    def detection_at(self, index: int, x: float, y: float, min_score: float = 0.0) -> int | None:
+        """The shown detection of result ``index`` under pixel ``(x, y)`` (the best-scoring one), or None.
+
+        Shown: scoring above ``min_score`` and not rejected.
+        """
+        r = self._result(index)
+        h, w = r.image.shape[:2]
+        col, row = int(min(max(x, 0), w - 1)), int(min(max(y, 0), h - 1))
+        d = r.detections
+        hits = [i for i in range(len(d)) if d.scores[i] > min_score and r.decisions.get(i) != "rejected"
+                and d.masks[i][row, col]]
+        return max(hits, key=lambda i: d.scores[i]) if hits else None
+
+    def review(self, index: int, x: float, y: float, action: str, category: str = "",
+               min_score: float = 0.0) -> str:
+        """Review result ``index`` with one click at pixel ``(x, y)``; returns what was done, for the page.
+
+        ``action``: :data:`REJECT` the detection under the click (its mask becomes a negative reference of its
+        category, the memory's negative rule then lowers look-alikes); :data:`ACCEPT` it (its mask becomes a
+        positive reference); :data:`ADD` a missed object at the click (SAM2's mask from the click, a positive
+        reference of ``category``, and an object of the reviewed image). The memory changes at once: press
+        re-segment (:meth:`resegment`) to see the effect.
+        """
+        if action not in REVIEW_ACTIONS:
+            raise InputError(f"unknown review action {action!r}; choose from {', '.join(REVIEW_ACTIONS)}")
+        r = self._result(index)
+        source = {"image": r.name, "prompt_value": [round(float(x), 1), round(float(y), 1)]}
+        if action == ADD:
+            category = (category or "").strip()
+            if not category:
+                raise InputError("name the category of the missed object before clicking on it")
+            with self.lock:
+                mask, iou = self._prompt_sam2(r.image, points=[(float(x), float(y), 1)])
+            if not mask.any():
+                raise InputError("SAM2 found no object at that click: click inside the object")
+            self._add(r.image, mask, category, False, {**source, "prompt": "review-add",
+                                                       "sam2_iou": None if iou is None else round(float(iou), 4)})
+            r.added.append(Added(category, mask, (float(x), float(y))))
+            return f"added a {category!r} at ({x:.0f}, {y:.0f}) ({int(mask.sum())} px) as a reference"
+        i = self.detection_at(index, x, y, min_score)
+        if i is None:
+            raise InputError("no shown detection under that click: click inside a coloured mask (or choose "
+                             f"'{ADD}' for an object the method missed)")
+        d = r.detections
+        category = d.names[i]
+        negative = action == REJECT
+        self._add(r.image, d.masks[i], category, negative,
+                  {**source, "prompt": "review-reject" if negative else "review-accept", "score": round(float(d.scores[i]), 4)},
+                  crop_box=tuple(float(v) for v in d.boxes[i]))
+        r.decisions[i] = "rejected" if negative else "accepted"
+        kind = "a negative" if negative else "a positive"
+        return f"{'rejected' if negative else 'accepted'} {category} ({float(d.scores[i]):.2f}): now {kind} reference of {category!r}"
+
+    def resegment(self, progress: Progress | None = None, match_iou: float = 0.5) -> list[dict]:
+        """Segment the shown images again with the updated memory and record what changed per image.
+
+        A new detection matches an old one of the same category when their masks overlap with IoU >=
+        ``match_iou``; it keeps that one's decision (accepted stays accepted, rejected stays hidden). Unmatched
+        new detections are ``added``, unmatched old ones ``removed`` (kept as masks, to be drawn). The
+        reviewer's added objects stay. Returns ``[{"image", "added": n, "removed": n}, ...]``.
+        """
+        self._need_results()
+        with self.lock:
+            self.memory.prototypes(self.seg.config.prototype)
+            summary = []
+            for k, r in enumerate(self.results):
+                if progress:
+                    progress(k / len(self.results), f"re-segmenting {r.name} ({k + 1}/{len(self.results)})")
+                new = self.seg.predict(r.image)
+                old = r.detections
+                matches = _match(old, new, match_iou)
+                decisions = {j: r.decisions[i] for i, j in matches.items() if i in r.decisions}
+                added = [j for j in range(len(new)) if j not in set(matches.values())]
+                removed = [old.masks[i] for i in range(len(old)) if i not in matches and r.decisions.get(i) != "rejected"]
+                r.detections, r.decisions, r.memory_version = new, decisions, self.version
+                r.change = {"added": added, "removed": removed}
+                summary.append({"image": r.name, "added": len(added), "removed": len(removed)})
+            if progress:
+                progress(1.0, "done")
+            return summary
+
+    def review_view(self, index: int, min_score: float = 0.0) -> np.ndarray:
+        """Result ``index`` for reviewing: shown detections in their colours (accepted ones outlined white),
+        the reviewer's added objects outlined green, and what the last re-segmentation changed: new detections
+        outlined yellow, removed ones red."""
+        r = self._result(index)
+        d = r.detections
+        keep = np.array([d.scores[i] > min_score and r.decisions.get(i) != "rejected" for i in range(len(d))], bool)
+        pic = np.asarray(overlay(r.image, d[np.flatnonzero(keep)] if len(d) else d, min_score=min_score)).copy()
+        outlines = [(d.masks[i], (255, 255, 255)) for i, v in r.decisions.items() if v == "accepted" and keep[i]]
+        outlines += [(a.mask, _POS_COLOR) for a in r.added]
+        if r.change:
+            outlines += [(d.masks[j], _BOX_COLOR) for j in r.change["added"] if keep[j]]
+            outlines += [(m, _NEG_COLOR) for m in r.change["removed"]]
+        for mask, color in outlines:
+            pic[_edge(mask)] = color
+        return pic
+
+    def review_summary(self, min_score: float = 0.0) -> str:
+        """Markdown: per image, kept / accepted / rejected / added, and the last re-segmentation's changes."""
+        if not self.results:
+            return "No results yet: segment some images first."
+        lines = []
+        for r in self.results:
+            shown = sum(1 for i in range(len(r.detections)) if r.detections.scores[i] > min_score
+                        and r.decisions.get(i) != "rejected")
+            acc = sum(v == "accepted" for v in r.decisions.values())
+            rej = sum(v == "rejected" for v in r.decisions.values())
+            text = f"**{r.name}**: {shown} kept ({acc} accepted), {rej} rejected, {len(r.added)} added"
+            if r.change is not None:
+                text += f"; last re-segment: +{len(r.change['added'])} new, -{len(r.change['removed'])} gone"
+            lines.append(text)
+        return "  \n".join(lines)
+
+    def reviewed_images(self, min_score: float = 0.0) -> list:
+        """The reviewed results as :class:`~no_time_to_train.formats.LabeledImage`: shown detections (scoring
+        above ``min_score``, not rejected; accepted ones marked) and the added objects (no score)."""
+        from ..formats import Instance, LabeledImage
+        from ..types import encode_rle
+
+        self._need_results()
+        out, taken = [], set()
+        for r in self.results:
+            d = r.detections
+            instances = [Instance(d.names[i], encode_rle(d.masks[i]), float(d.scores[i]), r.decisions.get(i))
+                         for i in range(len(d)) if d.scores[i] > min_score and r.decisions.get(i) != "rejected"]
+            instances += [Instance(a.category, encode_rle(a.mask), None, "added") for a in r.added]
+            name = _unique(_safe_stem(r.name) + (r.path.suffix.lower() if r.path is not None else ".png"), taken)
+            taken.add(name)
+            h, w = r.image.shape[:2]
+            out.append(LabeledImage(name, w, h, instances, path=r.path, pixels=None if r.path else r.image,
+                                    reviewed=True))
+        return out
+
+    def export_dataset(self, formats: Sequence[str], min_score: float = 0.0, val_fraction: float = 0.0,
+                       mask_format: str = "polygon") -> Path:
+        """Write the reviewed images as a dataset (:func:`~no_time_to_train.formats.write_dataset`) and zip it.
+
+        Images are copied in (the zip must hold them). Returns the zip's path (``workdir/dataset.zip``).
+        """
+        from ..formats import WriteOptions, assign_splits, write_dataset
+
+        images = self.reviewed_images(min_score)
+        assign_splits(images, val_fraction)
+        folder = self.workdir / "dataset"
+        categories = [{"id": c["id"], "name": c["name"]} for c in self.memory.categories]
+        for name in {i.category for im in images for i in im.instances} - {c["name"] for c in categories}:
+            categories.append({"id": max([c["id"] for c in categories], default=-1) + 1, "name": name})
+        write_dataset(images, categories, folder, formats, WriteOptions(mask_format=mask_format, copy_images=True))
+        path = self.workdir / "dataset.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(folder.rglob("*")):
+                if f.is_file():
+                    zf.write(f, f.relative_to(folder).as_posix())
+        return path
+
+    def _result(self, index: int) -> Result:
+        self._need_results()
+        if not 0 <= index < len(self.results):
+            raise InputError("select a segmented image first")
+        return self.results[index]
+
     def _need_results(self) -> None:
         if not self.results:
             raise InputError("nothing to export yet: segment some images first")
@@ -566,3 +759,37 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, NtttError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def _match(old: Detections, new: Detections, min_iou: float) -> dict[int, int]:
+    """Old detection index -> new detection index, greedily by mask IoU (same category, IoU >= ``min_iou``)."""
+    if not len(old) or not len(new):
+        return {}
+    a = old.masks.reshape(len(old), -1).astype(np.float32)
+    b = new.masks.reshape(len(new), -1).astype(np.float32)
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    same = np.array(old.names)[:, None] == np.array(new.names)[None, :]
+    iou = np.where(same, iou, 0.0)
+    out: dict[int, int] = {}
+    for flat_index in np.argsort(-iou, axis=None):
+        i, j = np.unravel_index(flat_index, iou.shape)
+        if iou[i, j] < min_iou:
+            break
+        if i not in out and j not in out.values():
+            out[int(i)] = int(j)
+    return out
+
+
+def _edge(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """The ``(H, W)`` bool band of ``width`` pixels inside the boundary of ``mask``."""
+    inner = mask.copy()
+    for _ in range(width):
+        shrunk = inner.copy()
+        shrunk[1:] &= inner[:-1]
+        shrunk[:-1] &= inner[1:]
+        shrunk[:, 1:] &= inner[:, :-1]
+        shrunk[:, :-1] &= inner[:, 1:]
+        inner = shrunk
+    return mask & ~inner
