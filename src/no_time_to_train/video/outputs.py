@@ -50,7 +50,7 @@ class Mp4Writer:
         self.path = Path(path)
         self.fps = fps or 25.0
         self._av = av
-        self._container = av.open(str(self.path), mode="w")
+        self._container = av.open(str(self.path), mode="w", format="mp4")
         self._stream = None
 
     def write(self, frame: np.ndarray) -> None:
