@@ -445,3 +445,27 @@ def test_video_ap_exact_on_hand_made_tracks():
     assert res["AP50"] == pytest.approx(1.0) and res["AP75"] == pytest.approx(0.0)
     assert res["AP"] == pytest.approx(0.4)
     assert evaluate_video_ap(gt, [{**same[0], "category_id": 4}])["segm"]["AP"] == pytest.approx(0.0)
+
+
+def test_app_video_tab_logic(seg, tmp_path, images):
+    """The app's video tab: track an uploaded clip with the current memory, get the overlay MP4 and the JSON."""
+    from no_time_to_train.app.session import Workspace
+
+    frames = clip(images, 4)
+    w = Mp4Writer(tmp_path / "upload.mp4", fps=8)
+    for f in frames:
+        w.write(f)
+    w.close()
+    ws = Workspace(seg, workdir=tmp_path / "work")
+    steps = []
+    run = ws.track_video(tmp_path / "upload.mp4", progress=lambda f, text: steps.append(f),
+                         config=TrackConfig(keyframe_interval=2, min_score=0.0), max_frames=3)
+    assert run.frames == 3 and steps[-1] == 1.0
+    assert "of 4 frames" in run.summary  # the clip was cut to max_frames, and the summary says so
+    assert len(list(open_video(run.mp4))) == 3
+    doc = read_video_results(run.results)
+    assert doc["video"]["length"] == 3 and len(doc["tracks"]) == len([t for t in run.tracks if t["first"] is not None])
+    empty = Workspace(ReferenceSegmenter(sam2=seg._sam2_source, encoder=seg._encoder_source,
+                                         config=seg.config), workdir=tmp_path / "w2")
+    with pytest.raises(InputError, match="no references"):
+        empty.track_video(tmp_path / "upload.mp4")
