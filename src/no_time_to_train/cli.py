@@ -413,7 +413,9 @@ def cmd_evaluate_tracks(args) -> int:
     from .video.ytvis_eval import evaluate_frames, evaluate_video_ap, is_ytvis
 
     videos, results = load_track_results(args.tracks)
-    gt = load_coco_json(args.annotations) if not _is_ytvis_file(args.annotations) else _read_json(args.annotations)
+    gt = _read_json(args.annotations)
+    if not is_ytvis(gt):
+        gt = load_coco_json(args.annotations)  # validated as COCO
     cats = None
     if args.split or args.categories:
         cats = [c["id"] for c in resolve_categories(gt["categories"], args.categories or args.split)]
@@ -436,13 +438,6 @@ def _read_json(path: Path):
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
-
-
-def _is_ytvis_file(path: Path) -> bool:
-    """Whether a ground-truth file is YouTube-VIS (its head names "videos" before any "images")."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    return b'"videos"' in head and b'"images"' not in head
 
 
 # -- parser ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 
 
 class Propagator:
@@ -55,12 +56,18 @@ class Propagator:
 
     def add(self, frame: int, track_id: int, mask: torch.Tensor) -> None:
         """Start track ``track_id`` (or refresh it) on ``frame`` from ``mask`` ``(H, W)`` bool (any resolution; it is
-        resized to the model's square). Takes effect at the next :meth:`step` on ``frame``."""
+        squashed to the model's ``S``² square, bilinear with antialiasing, and binarised at 0.5, as transformers'
+        video processor does). Takes effect at the next :meth:`step` on ``frame``."""
         s = self.session
         idx = s.obj_id_to_idx(track_id)
         s.output_dict_per_obj[idx]["non_cond_frame_outputs"].pop(frame, None)  # a refresh replaces a tracked output
         s.frames_tracked_per_obj[idx].pop(frame, None)
-        s.add_mask_inputs(idx, frame, mask.to(s.inference_device)[None, None].float())
+        side = int(self.model.config.image_size)
+        m = mask.to(s.inference_device)[None, None].float()
+        if m.shape[-2:] != (side, side):
+            m = F.interpolate(m, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+            m = (m >= 0.5).float()
+        s.add_mask_inputs(idx, frame, m)
         if track_id not in s.obj_with_new_inputs:
             s.obj_with_new_inputs.append(track_id)
 
