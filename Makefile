@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		echo "No GPU: installing the CPU torch build ($(TORCH_SPEC))"; $(PY) -m pip install -q "$(TORCH_SPEC)"; \
 	fi
-	$(PY) -m pip install -q -e ".[test,app,label,supervision]"
+	$(PY) -m pip install -q -e ".[test,app,label,supervision,video]"
 	@touch $@
 
 setup: $(VENV)/.installed

@@ -3,6 +3,7 @@
     python benchmarks/bench.py --sam2 random --encoder random --size tiny --images DIR --out OUT.json \
         [--device cpu|cuda] [--dtype float32|bfloat16] [--points-per-side N] [--max-images N] \
         [--modes pps16,guided,bf16,...] [--probe-decoder] [--stress-post N] [--evaluate]
+    python benchmarks/bench.py --video [--size large] [--frames 8] [--intervals 4,8] ...   (tracking: bench_video.py)
 
 ``--sam2``/``--encoder`` take anything ReferenceSegmenter takes (Meta file, HF directory, hub id) or ``random``:
 a randomly initialised model of ``--size`` (test = the test-suite's tiny models, tiny = SAM2 Hiera-T + DINOv2 ViT-S/14, small = Hiera-S + ViT-B/14,
@@ -208,6 +209,11 @@ def make_segmenter(sam2, encoder, args, config: MethodConfig, memory=None, **kwa
 
 
 def main(argv=None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if "--video" in args_in:  # the video mode (bench_video.py) has options of its own
+        from bench_video import main as video_main
+
+        return video_main([a for a in args_in if a != "--video"])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sam2", required=True, help="SAM2 checkpoint/dir/hub id, or 'random'")
     p.add_argument("--encoder", required=True, help="patch encoder (DINOv2 or DINOv3 ViT) checkpoint/dir/hub id, or 'random'")

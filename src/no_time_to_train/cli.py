@@ -8,6 +8,8 @@
     nttt evaluate --memory memory.safetensors --annotations val.json --images val2017 --split coco-novel -o out_dir
     nttt label --memory memory.safetensors INPUT... -o dataset --format coco yolo labelstudio cvat
     nttt hub push memory.safetensors user/repo
+    nttt track --memory memory.safetensors VIDEO_OR_FRAMES... -o out_dir [--keyframe-interval N] [--visualize]
+    nttt evaluate --tracks out_dir --annotations ytvis_val.json -o out_dir   (video AP; or per-frame COCO AP)
 
 ``predict``, ``label``, ``evaluate`` and ``fill-memory`` also run under ``torchrun --nproc_per_node=N -m no_time_to_train``.
 Heavy imports (torch, transformers) happen inside the verbs, so ``--help`` is instant.
@@ -351,6 +353,10 @@ def _add_label_parser(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    if getattr(args, "tracks", None):
+        return cmd_evaluate_tracks(args)
+    if args.memory is None or args.images is None:
+        raise InputError("nttt evaluate needs --memory and --images (or --tracks OUT to score an nttt track output)")
     from .data.coco import CocoDataset, resolve_categories
     from .distributed import init_distributed
     from .evaluation import format_metrics_table
@@ -415,6 +421,104 @@ def cmd_pseudo_masks(args) -> int:
     return 0
 
 
+def _add_track_args(p: argparse.ArgumentParser) -> None:
+    """The tracking settings (``TrackConfig``; defaults there)."""
+    from .video.config import TrackConfig
+
+    d = TrackConfig()
+    g = p.add_argument_group("tracking (see README, Video; defaults are TrackConfig's)")
+    g.add_argument("--keyframe-interval", type=int, default=d.keyframe_interval, metavar="N",
+                   help=f"run the image pipeline on frame 0 and every N-th frame (0: only frame 0 and --keyframes; "
+                   f"default {d.keyframe_interval})")
+    g.add_argument("--keyframes", default="", metavar="I,J,...", help="extra keyframes, as frame indices")
+    g.add_argument("--min-score", type=float, default=d.min_score, metavar="S",
+                   help=f"detections scoring at most S start or refresh no track (default {d.min_score})")
+    g.add_argument("--match-iou", type=float, default=d.match_iou, metavar="T",
+                   help=f"a detection continues a track whose mask it overlaps with IoU > T (default {d.match_iou})")
+    g.add_argument("--end-after", type=positive_int, default=d.end_after, metavar="M",
+                   help=f"a track ends after M consecutive frames with an empty mask or low object score "
+                   f"(default {d.end_after})")
+    g.add_argument("--max-tracks", type=positive_int, default=d.max_tracks, help=f"live tracks at most (default "
+                   f"{d.max_tracks})")
+    g.add_argument("--max-cond-frames", type=positive_int, default=d.max_cond_frames,
+                   help=f"keyframe masks each track's memory keeps (default {d.max_cond_frames})")
+    g.add_argument("--no-backward", dest="backward", action="store_false",
+                   help="do not follow tracks born on later keyframes back to the frames before them")
+    g.add_argument("--backward-frames", type=positive_int, default=None, metavar="F",
+                   help="how far the backward pass reaches (default: one keyframe interval)")
+
+
+def _track_config(args):
+    from .video.config import TrackConfig
+
+    try:
+        keyframes = tuple(int(k) for k in args.keyframes.replace(" ", "").split(",") if k)
+    except ValueError:
+        raise InputError(f"--keyframes must be comma-separated frame indices, got {args.keyframes!r}") from None
+    return TrackConfig(keyframe_interval=args.keyframe_interval, keyframes=keyframes, min_score=args.min_score,
+                       match_iou=args.match_iou, end_after=args.end_after, max_tracks=args.max_tracks,
+                       max_cond_frames=args.max_cond_frames, backward=args.backward,
+                       backward_frames=args.backward_frames)
+
+
+def cmd_track(args) -> int:
+    from .distributed import init_distributed
+    from .video.job import track_videos
+    from .video.source import list_videos
+
+    config = _track_config(args)
+    dist = init_distributed(args.device)
+    videos = list_videos(args.inputs)
+    seg = _segmenter(args, dist, memory=args.memory)
+    from .video.track import video_model_for
+
+    video_model_for(seg)  # SAM2's video modules load now: a checkpoint without them fails before any work
+    signature = _signature(args, {"memory": _file_digest(Path(args.memory))})
+    records = track_videos(seg, videos, args.output, dist, config=config, signature=signature,
+                           save_masks=args.save_masks, visualize=args.visualize, overwrite=args.overwrite,
+                           quiet=args.quiet, on_error=args.on_error)
+    if dist.is_main:
+        done = [r for r in records if "error" not in r]
+        print(f"{sum(r['tracks'] for r in done)} tracks in {len(done)} video(s): {Path(args.output) / 'results.json'}")
+    dist.close()
+    return 0
+
+
+def cmd_evaluate_tracks(args) -> int:
+    """``nttt evaluate --tracks OUT``: score an ``nttt track`` output against YouTube-VIS or per-frame COCO truth."""
+    from .data.coco import load_coco_json, resolve_categories
+    from .evaluation import format_metrics_table, write_metrics
+    from .video.job import load_track_results
+    from .video.ytvis_eval import evaluate_frames, evaluate_video_ap, is_ytvis
+
+    videos, results = load_track_results(args.tracks)
+    gt = _read_json(args.annotations)
+    if not is_ytvis(gt):
+        gt = load_coco_json(args.annotations)  # validated as COCO
+    cats = None
+    if args.split or args.categories:
+        cats = [c["id"] for c in resolve_categories(gt["categories"], args.categories or args.split)]
+    if is_ytvis(gt):
+        metrics = evaluate_video_ap(gt, results, videos, cats)
+        print("video AP (YouTube-VIS):")
+    else:
+        metrics = evaluate_frames(gt, videos, results, cats)
+        print("per-frame AP (each frame an image):")
+    print(format_metrics_table({**metrics, "num_images": metrics.get("num_videos", metrics.get("num_images")),
+                                "num_detections": metrics.get("num_tracks", metrics.get("num_detections"))}))
+    write_metrics(Path(args.output) / "metrics.json", metrics)
+    return 0
+
+
+def _read_json(path: Path):
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nttt", description="Training-free reference-based instance segmentation "
@@ -461,10 +565,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_label_parser(sub)
 
-    p = sub.add_parser("evaluate", help="predict on a COCO-format set and compute COCO AP (bbox, segm)")
+    p = sub.add_parser("track", help="find the memory's categories in videos and follow every instance (video)")
+    p.add_argument("inputs", nargs="+", help="video files, folders of frames or of videos, globs")
     p.add_argument("--memory", required=True, type=memory_arg, help=MEMORY_HELP)
-    p.add_argument("--annotations", required=True, type=Path, help="ground-truth COCO JSON")
-    p.add_argument("--images", required=True, type=Path, help="image folder of that JSON")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
+    p.add_argument("--save-masks", action="store_true", help="also write per-frame 16-bit PNGs (value = track id)")
+    p.add_argument("--visualize", action="store_true", help="also write an MP4 per video with the tracks overlaid")
+    p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                   help="an unreadable video: stop the run, naming it (default), or skip it and go on (listed in "
+                        "skipped.json; a rerun retries it)")
+    _add_track_args(p)
+    _add_model_method_run_args(p)
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("evaluate", help="predict on a COCO-format set and compute COCO AP (bbox, segm); or score "
+                       "the tracks of nttt track (--tracks)")
+    p.add_argument("--memory", type=memory_arg, help=MEMORY_HELP + " (required unless --tracks)")
+    p.add_argument("--annotations", required=True, type=Path, help="ground-truth COCO JSON (with --tracks: a "
+                   "YouTube-VIS JSON for video AP, or a COCO JSON whose images are frames for per-frame AP)")
+    p.add_argument("--images", type=Path, help="image folder of that JSON (required unless --tracks)")
+    p.add_argument("--tracks", type=Path, metavar="TRACK_OUTPUT", help="score this nttt track output folder instead "
+                   "of predicting (no model is loaded)")
     p.add_argument("--split", help="categories to evaluate: coco-novel | coco-all | voc-split1|2|3 "
                    "(default: the memory's categories)")
     p.add_argument("--categories", help="comma-separated category names or ids (overrides --split)")

@@ -453,3 +453,30 @@ class ReferenceSegmenter:
             category_ids=list(ids),
             box_convention=cfg.box_convention,
         )
+
+    # -- video ------------------------------------------------------------------------------------------
+    def segment_video(self, source: Any, config: "TrackConfig | None" = None, *, progress: bool = False, **settings):
+        """Find the memory's categories in a video and follow every instance through it; yields, frame by frame,
+        :class:`Detections` with ``track_ids`` (identities across frames; scores descending).
+
+        source: a video file (PyAV decodes it lazily), a folder or glob of frame images, a list of frame paths,
+        or an iterable of ``(H, W, 3)`` arrays (a generator is fine: frames are read one at a time).
+        config: a :class:`~no_time_to_train.video.config.TrackConfig`; keyword ``settings`` override its fields
+        (``keyframe_interval=30``, ``backward=False`` ...). The algorithm is in :mod:`no_time_to_train.video.track`.
+        SAM2's video modules are loaded from the same weights as the proposer (``sam2``), sharing its tensors.
+
+        For the frames' indices, names and images and the tracks' final categories and scores, use
+        :class:`~no_time_to_train.video.track.VideoTracker` directly (``run`` yields ``FrameResult`` objects;
+        ``tracks()``).
+        """
+        from .video.config import TrackConfig
+        from .video.track import VideoTracker
+
+        cfg = TrackConfig.from_dict({**(config or TrackConfig()).to_dict(), **settings})
+        tracker = VideoTracker(self, cfg)
+        from tqdm import tqdm
+
+        with tqdm(desc="track", unit="frame", disable=not progress) as bar:
+            for result in tracker.run(source):
+                bar.update(1)
+                yield result.detections

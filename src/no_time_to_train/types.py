@@ -54,6 +54,7 @@ class Detections:
     mask (``x1, y1`` exclusive; all zeros for an empty mask). scores: ``(N,)`` float, descending.
     labels: ``(N,)`` int, indices into ``category_names``. ``category_ids`` (optional) maps each label index
     to a dataset category id for COCO export. ``box_convention`` is used by :meth:`to_coco`.
+    track_ids: ``(N,)`` int64 instance identities across the frames of a video (``None`` for still images).
     """
 
     masks: np.ndarray
@@ -63,11 +64,14 @@ class Detections:
     category_names: list[str]
     category_ids: list[int | None] = field(default_factory=list)
     box_convention: str = "inclusive"
+    track_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.scores)
         if not (len(self.masks) == len(self.boxes) == len(self.labels) == n):
             raise ValueError("Detections: masks, boxes, scores and labels must have the same length")
+        if self.track_ids is not None and len(self.track_ids) != n:
+            raise ValueError("Detections: track_ids must have one id per detection")
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -117,6 +121,7 @@ class Detections:
             category_names=self.category_names,
             category_ids=self.category_ids,
             box_convention=self.box_convention,
+            track_ids=None if self.track_ids is None else self.track_ids[index],
         )
 
     def filter(self, min_score: float) -> "Detections":

@@ -356,6 +356,20 @@ def build_app(segmenter, *, workdir=None, score_threshold: float | None = None, 
                 load_file = gr.File(label="Load a memory file to continue (replaces the current memory)",
                                     file_types=[".safetensors"], elem_id="load-memory")
 
+            with gr.Tab("4. Video", id="video"):
+                gr.Markdown("Track the memory's categories through a short clip: keyframes run the image pipeline, "
+                            "SAM2's video memory follows each instance between them (README, *Video*). Long videos: "
+                            "`nttt track`.")
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        clip_in = gr.File(label="Video clip", file_types=["video"], elem_id="video-in")
+                        track_btn = gr.Button("Track", variant="primary", elem_id="track")
+                        video_status = gr.Markdown(elem_id="video-status")
+                        video_json = gr.File(label="Tracks (YouTube-VIS JSON)", elem_id="video-results",
+                                             interactive=False)
+                    with gr.Column(scale=2):
+                        video_out = gr.Video(label="Tracks", elem_id="video-out", interactive=False)
+
         draft_out = [draft_state, ref_image, draft_info]
         memory_out = [gallery, summary, remove_choice, selected, selected_info]
         results_out = [overlays, table, seg_status]
@@ -396,6 +410,17 @@ def build_app(segmenter, *, workdir=None, score_threshold: float | None = None, 
         masks_btn.click(on_export_masks, [threshold], [masks_file])
         load_file.upload(on_load_memory, [load_file, threshold], memory_out + results_out)
         demo.load(on_load, [threshold], memory_out + results_out)
+
+        def on_track(path, progress=gr.Progress()):
+            if not path:
+                raise gr.Error("upload a video clip first")
+            try:
+                run = ws.track_video(path, progress=progress)
+            except Exception as exc:
+                _fail(exc)
+            return str(run.mp4), str(run.results), run.summary
+
+        track_btn.click(on_track, [clip_in], [video_out, video_json, video_status])
 
     demo.workspace = ws
     return demo

@@ -745,6 +745,62 @@ class Workspace:
         if not self.results:
             raise InputError("nothing to export yet: segment some images first")
 
+    # -- video ---------------------------------------------------------------------------------------------
+    def track_video(self, source, progress: Progress | None = None, config=None,
+                   max_frames: int = 900) -> VideoRun:
+        """Track the memory's categories through a short clip (a video file, or anything ``open_video`` takes) with
+        the workspace's segmenter; writes ``workdir/video/<name>.mp4`` (overlay) and ``<name>.json`` (results).
+
+        Only the first ``max_frames`` frames are tracked (the summary says so when the clip is longer).
+        """
+        from itertools import islice
+
+        from ..video.config import TrackConfig
+        from ..video.outputs import VideoResultWriter
+        from ..video.source import FrameSource, open_video
+        from ..video.track import VideoTracker
+
+        ws = self
+        with ws.lock:
+            if not len(ws.memory):
+                raise InputError("no references yet: add at least one reference before tracking")
+            ws.memory.prototypes(ws.seg.config.prototype)
+            video = open_video(source)
+            name = _safe_stem(video.name) or "clip"
+            total = video.length
+            tracker = VideoTracker(ws.seg, config or TrackConfig())
+            writer = VideoResultWriter(ws.workdir / "video", name, 1, ws.memory.category_names, ws.memory.category_ids,
+                                       visualize=True, fps=video.fps)
+            frames = FrameSource(video.name, lambda: islice(iter(video), max_frames), fps=video.fps)
+            n = 0
+            try:
+                for result in tracker.run(frames):
+                    writer.add(result)
+                    n += 1
+                    if progress:
+                        progress(min(n / min(total or max_frames, max_frames), 1.0), f"tracking frame {n}")
+            except BaseException:
+                writer.abort()
+                raise
+            path = writer.finish(tracker.tracks())
+            tracks = tracker.tracks()
+            shown = [t for t in tracks if t["first"] is not None]
+            summary = f"{len(shown)} track(s) in {n} frame(s)"
+            if total and total > max_frames:
+                summary += f" (the first {max_frames} of {total} frames; track longer videos with `nttt track`)"
+            return VideoRun(ws.workdir / "video" / f"{name}.mp4", path, summary, n, tracks)
+
+
+@dataclass
+class VideoRun:
+    """A tracked clip: the overlay ``mp4``, the YouTube-VIS-style ``results`` JSON, and a one-line ``summary``."""
+
+    mp4: Path
+    results: Path
+    summary: str
+    frames: int
+    tracks: list[dict]
+
 
 def _png_bytes(arr: np.ndarray) -> bytes:
     import io

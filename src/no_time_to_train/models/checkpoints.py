@@ -34,6 +34,7 @@ from transformers import (
     Dinov2WithRegistersModel,
     PreTrainedModel,
     Sam2Model,
+    Sam2VideoModel,
     Sam3TrackerConfig,
     Sam3TrackerModel,
     SamHQModel,
@@ -47,6 +48,7 @@ from .dinov3_convnext_keys import dinov3_convnext_hf_to_meta, dinov3_convnext_me
 from .dinov3_keys import dinov3_hf_to_meta, dinov3_meta_to_hf, looks_like_dinov3
 from .keymap import few
 from .sam2_keys import sam2_hf_to_meta, sam2_meta_to_hf
+from .sam2_video_keys import infer_sam2_video_config, sam2_video_hf_to_meta, sam2_video_meta_to_hf
 from .sam3_keys import looks_like_sam3, sam3_hf_to_meta, sam3_meta_to_hf, sam3_video_keys_to_tracker
 from .sam_keys import sam_hf_to_meta, sam_meta_to_hf
 
@@ -61,6 +63,7 @@ __all__ = [
     "load_encoder",
     "load_proposer",
     "load_sam2",
+    "load_sam2_video",
     "sam2_hf_to_meta",
     "sam2_meta_to_hf",
     "sam_hf_to_meta",
@@ -136,8 +139,9 @@ def _classify(source: str | os.PathLike | None, default: str, what: str, hint: s
 
 
 def _fresh_rope(model: PreTrainedModel) -> None:
-    """Recompute the RoPE tables of DINOv3 and of SAM 3's ViT on the model's device: computed, non-persistent
-    float32 buffers (never in a checkpoint, kept in float32 in a bf16 model, as transformers does)."""
+    """Recompute computed, non-persistent float32 buffers (never in a checkpoint, kept in float32 in a bf16 model,
+    as transformers does) on the model's device: DINOv3's RoPE, SAM 3's ViT RoPE tables and grid positions, and
+    the SAM2 video model's memory-attention RoPE and grid positions."""
     if isinstance(model, DINOv3ViTModel):
         model.rope_embeddings = DINOv3ViTRopePositionEmbedding(model.config).to(model.norm.weight.device)
     if isinstance(model, Sam3TrackerModel):
@@ -147,6 +151,11 @@ def _fresh_rope(model: PreTrainedModel) -> None:
             layer.rotary_emb.inv_freq = inv_freq.to(device)
             layer.rotary_emb.original_inv_freq = inv_freq.clone().to(device)
             layer.position_ids = layer.precompute_positions(layer.config, layer.window_size).to(device)
+    if isinstance(model, Sam2VideoModel):
+        att = model.memory_attention
+        device = att.layer_norm.weight.device
+        att.rotary_emb = type(att.rotary_emb)(model.config).to(device)
+        att.register_buffer("position_ids", att.precompute_positions(model.config).to(device), persistent=False)
 
 
 def _finish(model: PreTrainedModel, device, dtype) -> PreTrainedModel:
@@ -582,3 +591,91 @@ def check_models(**sources) -> None:
         raise CheckpointError(problems[0])
     if problems:
         raise CheckpointError(f"{len(problems)} models are not available:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+# ----------------------------------------------------------------------------------------------------- video
+SAM2_VIDEO_HINT = (
+    "Tracking needs SAM2's video modules (memory attention and encoder): give Meta's full checkpoint "
+    "(sam2_hiera_large.pt, sam2.1_hiera_*.pt), a Hugging Face directory or hub id of a sam2_video model "
+    f"(e.g. {DEFAULT_SAM2}), or a transformers Sam2VideoModel."
+)
+
+
+def _share(video: Sam2VideoModel, image: PreTrainedModel) -> Sam2VideoModel:
+    """Make ``video`` use ``image``'s tensors for every weight both have (same names and shapes), so that the
+    image pipeline and tracking hold one copy of the image encoder, prompt encoder and mask decoder."""
+    own = dict(video.named_parameters())
+    for name, param in image.named_parameters():
+        if name in own and own[name].shape == param.shape:
+            module, _, attr = name.rpartition(".")
+            setattr(video.get_submodule(module), attr, param)
+    return video
+
+
+def _video_from_file(path: Path, device, dtype, image_model: PreTrainedModel | None) -> Sam2VideoModel:
+    sd = _read_state_dict(path, "SAM2", SAM2_VIDEO_HINT)
+    if not any(k.startswith("image_encoder.trunk.") for k in sd):
+        raise CheckpointError(f"{path} is not a SAM2 checkpoint: it looks like {_describe(sd)}. {SAM2_VIDEO_HINT}")
+    image_model = image_model if image_model is not None else _sam2_from_file(path, device, dtype, sd)
+    try:
+        config = infer_sam2_video_config(sd, image_model.config)
+        video_sd = sam2_video_meta_to_hf(sd)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    config._name_or_path = str(path)
+    full = {**image_model.state_dict(), **video_sd}
+
+    def to_meta(hf_sd):
+        image_keys = {k: v for k, v in hf_sd.items() if k in image_model.state_dict()}
+        return {**sam2_hf_to_meta(image_keys), **sam2_video_hf_to_meta(hf_sd)}
+
+    model = _instantiate(Sam2VideoModel, config, full, path, device, dtype, sd, to_meta)
+    logger.info("loaded the SAM2 video modules (memory bank of %d frames) from %s", config.num_maskmem, path)
+    return _share(model, image_model)
+
+
+def load_sam2_video(
+    source: str | os.PathLike | None = None, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    image_model: PreTrainedModel | None = None,
+) -> Sam2VideoModel:
+    """Load SAM2 as a transformers ``Sam2VideoModel`` (the tracker), in eval mode, on ``device``, in ``dtype``, frozen.
+
+    ``source`` is what :func:`load_sam2` takes: Meta's full checkpoint file (architecture inferred from shapes,
+    video modules included: SAM 2.0 and SAM 2.1), a Hugging Face directory or hub id of a ``sam2_video`` model;
+    ``None`` means :data:`DEFAULT_SAM2`. ``image_model``: the ``Sam2Model`` already loaded from the same source
+    (the proposer); the video model then shares its tensors instead of holding a second copy. Raises
+    CheckpointError when the weights are missing, unreadable, not SAM2, or hold only the image model.
+    """
+    kind, where = _classify(source, DEFAULT_SAM2, "SAM2", SAM2_VIDEO_HINT)
+    if kind == "file":
+        return _video_from_file(where, device, dtype, image_model)
+    local_only = False
+    if kind == "dir":
+        model_type = _dir_model_type(where, "SAM2", SAM2_VIDEO_HINT)
+    else:
+        local_only = _hub_local_only(where, "SAM2", SAM2_VIDEO_HINT)
+        try:
+            model_type = _hub_model_type(where, local_only)
+        except Exception as exc:  # a repo holding only Meta's .pt: load that file
+            meta_name = _sam2_meta_filename(where)
+            if meta_name is None:
+                raise _hub_failure(where, exc, "SAM2", SAM2_VIDEO_HINT) from exc
+            try:
+                from huggingface_hub import hf_hub_download
+
+                path = hf_hub_download(where, meta_name, local_files_only=local_only)
+            except Exception as exc2:
+                raise _hub_failure(where, exc, "SAM2", SAM2_VIDEO_HINT) from exc2
+            return _video_from_file(Path(path), device, dtype, image_model)
+    if model_type != "sam2_video":
+        raise CheckpointError(f"{where} holds a {model_type or 'unknown'!r} model (config model_type), not SAM2's "
+                              f"video model. {SAM2_VIDEO_HINT}")
+    try:
+        model = _load_hf(Sam2VideoModel, where, device, dtype, "SAM2 video", local_only)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        if kind == "hub":
+            raise _hub_failure(where, exc, "SAM2", SAM2_VIDEO_HINT) from exc
+        raise CheckpointError(f"cannot load SAM2's video model from {where}: {_short(exc)}") from exc
+    return _share(model, image_model) if image_model is not None else model

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import (DINOv3ConvNextConfig, DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig, Sam2Config, Sam3TrackerConfig,
-                          SamConfig, SamHQConfig)
+from transformers import (DINOv3ConvNextConfig, DINOv3ViTConfig, Dinov2Config, Dinov2WithRegistersConfig, Sam2Config,
+                          Sam2VideoConfig, Sam3TrackerConfig, SamConfig, SamHQConfig)
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ SAM2_VARIANTS: dict[str, HieraSpec] = {
 SAM2_DEFAULT_WINDOW_SPEC: tuple[int, ...] = (8, 4, 14, 7)
 
 # SAM2 mask-decoder attention heads by decoder width (not readable from shapes). 256 is every official release;
-# 32 is the test-suite's tiny decoder (``sam2_test_config``).
-SAM2_DECODER_HEADS: dict[int, int] = {256: 8, 32: 2}
+# 32 and 64 are the test-suite's tiny decoders (``sam2_test_config``, ``sam2_video_test_config``).
+SAM2_DECODER_HEADS: dict[int, int] = {256: 8, 32: 2, 64: 2}
 
 # DINOv2 ViT sizes: name -> (hidden size, layers, heads, swiglu ffn). Heads are hidden/64 for every release.
 DINOV2_VARIANTS: dict[str, tuple[int, int, int, bool]] = {
@@ -71,8 +71,10 @@ def sam2_config(
     decoder_heads: int = 8,
     decoder_layers: int = 2,
     iou_head_hidden_dim: int | None = None,
+    image_size: int = 1024,
 ) -> Sam2Config:
-    """A transformers ``Sam2Config`` for a Hiera trunk (a variant name or a :class:`HieraSpec`)."""
+    """A transformers ``Sam2Config`` for a Hiera trunk (a variant name or a :class:`HieraSpec`); ``image_size``: the
+    square input side (1024 for every release; a multiple of 32)."""
     if isinstance(spec, str):
         spec = SAM2_VARIANTS[spec]
     n_stages = len(spec.blocks_per_stage)
@@ -88,6 +90,7 @@ def sam2_config(
         window_size_per_stage=list(spec.window_spec),
         global_attention_blocks=list(spec.global_blocks),
         window_positional_embedding_background_size=list(spec.pos_embed_bkg),
+        image_size=[image_size, image_size],
     )
     hidden = decoder_hidden_size or fpn_hidden_size
     return Sam2Config(
@@ -95,8 +98,9 @@ def sam2_config(
             backbone_config=backbone,
             backbone_channel_list=dims[::-1],
             fpn_hidden_size=fpn_hidden_size,
+            backbone_feature_sizes=[[image_size // s] * 2 for s in (4, 8, 16)],
         ),
-        prompt_encoder_config=dict(hidden_size=hidden),
+        prompt_encoder_config=dict(hidden_size=hidden, image_size=image_size),
         mask_decoder_config=dict(
             hidden_size=hidden,
             mlp_dim=decoder_mlp_dim,
@@ -110,6 +114,33 @@ def sam2_config(
 def sam2_test_config() -> Sam2Config:
     """The tiny SAM2 used by the tests: Hiera dims 8-64, FPN/decoder width 32."""
     return sam2_config("test-tiny", fpn_hidden_size=32, decoder_mlp_dim=64, decoder_heads=2)
+
+
+def sam2_video_config(image_config: Sam2Config, **video) -> Sam2VideoConfig:
+    """A transformers ``Sam2VideoConfig``: the image model ``image_config`` (trunk, neck, prompt encoder, mask
+    decoder) plus the video modules' fields in ``video`` (transformers' defaults, the official sizes, otherwise).
+    The memory-attention RoPE grid follows the image size (stride 16)."""
+    side = int(image_config.prompt_encoder_config.image_size)
+    return Sam2VideoConfig(
+        vision_config=image_config.vision_config.to_dict(),
+        prompt_encoder_config=image_config.prompt_encoder_config.to_dict(),
+        mask_decoder_config=image_config.mask_decoder_config.to_dict(),
+        **{"image_size": side, "memory_attention_rope_feat_sizes": [side // 16, side // 16], **video},
+    )
+
+
+def sam2_video_test_config(image_size: int = 256) -> Sam2VideoConfig:
+    """The tiny SAM2 video model of the tests: the tiny Hiera trunk of :func:`sam2_test_config` with FPN, decoder and
+    memory width 64 and a 1-layer memory attention, on a 256² frame by default (use ``sam_image_size=256``): a
+    tracked frame then takes tens of milliseconds on a CPU instead of seconds. (Width 64, not 32: transformers'
+    memory cross-attention assumes the official 64-channel memory features, and object pointers of the model width
+    are split into 64-wide tokens.)"""
+    image = sam2_config("test-tiny", fpn_hidden_size=64, decoder_mlp_dim=64, decoder_heads=2, image_size=image_size)
+    return sam2_video_config(
+        image, memory_attention_hidden_size=64, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64, memory_encoder_hidden_size=64, memory_encoder_output_channels=64,
+        mask_downsampler_embed_dim=64, memory_fuser_embed_dim=64, memory_fuser_intermediate_dim=64,
+    )
 
 
 # Official SAM / SAM-HQ image encoders: name -> (ViT width, depth, heads, global-attention blocks). All of it can
