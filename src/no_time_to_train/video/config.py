@@ -14,8 +14,9 @@ from ..errors import InputError
 @dataclass(frozen=True)
 class TrackConfig:
     #: Run the image pipeline on frame 0 and every N-th frame after it (0: only frame 0 and ``keyframes``).
-    #: 15 frames (0.5 s at 30 fps): propagation costs a small fraction of a keyframe (benchmarks/RESULTS.md,
-    #: section "Video"), so denser keyframes cost much more while sparser ones find newcomers later.
+    #: 15 frames (0.5 s at 30 fps): a propagated frame costs about 14% of a keyframe at paper size, so every 15th
+    #: frame costs about 1.35x propagation alone, 5x less than the image pipeline on every frame; denser
+    #: keyframes cost much more, sparser ones find newcomers later (benchmarks/RESULTS.md, section 6).
     keyframe_interval: int = 15
     #: Extra keyframes, as frame indices (e.g. scene cuts), on top of the interval's.
     keyframes: tuple[int, ...] = ()
