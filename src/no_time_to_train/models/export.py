@@ -22,6 +22,7 @@ source weights' sha256 (of the state dict, :func:`weights_sha256`), the exporter
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -95,26 +96,27 @@ class _Graph(torch.nn.Module):
 
 
 def _export_graph(fn, model, inputs: dict[str, torch.Tensor], outputs: list[str], dynamic: dict, path: Path,
-                  opset: int) -> None:
+                  opset: int) -> tuple[dict, list[torch.Tensor]]:
+    """Trace ``fn(*inputs)`` into ``path``; returns (its input/output names, dtypes and shapes, PyTorch's outputs).
+
+    Shapes are the example's, with each dynamic axis given its name (e.g. ``["prompts", 3, 256, 256]``).
+    """
+    import onnx
+
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python values: the round trip checks the graph
         # eval(): the exporter restores the wrapper's training flag afterwards, recursively, onto the model
         torch.onnx.export(_Graph(model, fn).eval(), tuple(inputs.values()), str(path), dynamo=False,
                           opset_version=opset, input_names=list(inputs), output_names=outputs, dynamic_axes=dynamic)
-
-
-def _io(path: Path) -> dict:
-    """Input and output names, element types and shapes (symbolic dims as names) of an ONNX file."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
     onnx.checker.check_model(str(path))
+    result = fn(*inputs.values())
+    expected = [result] if isinstance(result, torch.Tensor) else list(result)
 
-    def entries(values):
-        return [{"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-                 "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]} for v in values]
+    def entries(named):
+        return [{"name": n, "dtype": str(t.dtype).removeprefix("torch."),
+                 "shape": [dynamic.get(n, {}).get(i, d) for i, d in enumerate(t.shape)]} for n, t in named]
 
-    return {"inputs": entries(model.graph.input), "outputs": entries(model.graph.output)}
+    return {"inputs": entries(inputs.items()), "outputs": entries(zip(outputs, expected))}, expected
 
 
 def verification_image(size: int = 640) -> np.ndarray:
@@ -139,13 +141,13 @@ def _proposer_prompts(size: int) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def _export_proposer(proposer, out: Path, image: torch.Tensor, opset: int) -> tuple[dict, dict]:
-    """Write the proposer's graphs into ``out``; returns (manifest section, {graph: (inputs, torch outputs)})."""
+    """Write the proposer's graphs into ``out``; returns (manifest section, {graph: (inputs, io, torch outputs)})."""
     emb = proposer.encode(image)
     names = list(emb.tensors())
     cls = type(emb)
-    checks = {"image_encoder": ({"image": image}, list(emb.tensors().values()))}
-    _export_graph(lambda x: tuple(proposer.encode(x).tensors().values()), proposer.model, {"image": image}, names,
-                  {}, out / "image_encoder.onnx", opset)
+    graphs = {"image_encoder": ({"image": image}, *_export_graph(
+        lambda x: tuple(proposer.encode(x).tensors().values()), proposer.model, {"image": image}, names, {},
+        out / "image_encoder.onnx", opset))}
     for graph, prompts in _proposer_prompts(proposer.image_size).items():
         keys, multimask = DECODERS[graph]
 
@@ -156,27 +158,57 @@ def _export_proposer(proposer, out: Path, image: torch.Tensor, opset: int) -> tu
         inputs = {**emb.tensors(), **prompts}
         dynamic = {k: ({0: "prompts", 1: "points"} if k != "boxes" else {0: "prompts"}) for k in keys}
         dynamic.update(masks={0: "prompts"}, iou={0: "prompts"})
-        _export_graph(decode, proposer.model, inputs, ["masks", "iou"], dynamic, out / f"{graph}.onnx", opset)
-        checks[graph] = (inputs, list(decode(*inputs.values())))
+        graphs[graph] = (inputs, *_export_graph(decode, proposer.model, inputs, ["masks", "iou"], dynamic,
+                                                 out / f"{graph}.onnx", opset))
     no_memory = getattr(proposer.model, "no_memory_embedding", None)
     section = {"name": proposer.name, "class": type(proposer).__name__, "embedding": cls.__name__,
                "image_size": proposer.image_size, "decoder_width": proposer.decoder_width,
                "describe": proposer.describe(), "weights_sha256": weights_sha256(proposer.model),
                "no_memory_embedding": no_memory.detach().float().flatten().tolist() if no_memory is not None else None}
-    return section, checks
+    return section, graphs
+
+
+@contextlib.contextmanager
+def _fixed_position_embeddings(model: torch.nn.Module):
+    """DINOv2's position-embedding interpolation replaced by its value, for an export at one input size.
+
+    The interpolation depends only on the weights and the input side (fixed in an export), and the
+    antialiased bicubic resize DINOv2 with registers uses has no ONNX operator. The first call computes it
+    (before tracing); later calls return that tensor, which the trace records as a constant.
+    """
+    embeddings = getattr(model, "embeddings", None)
+    original = getattr(embeddings, "interpolate_pos_encoding", None)
+    if original is None:
+        yield
+        return
+    values: dict = {}
+
+    def fixed(x, height, width):
+        key = (int(x.shape[1]), int(height), int(width))
+        if key not in values:
+            values[key] = original(x, height, width).detach().clone()
+        return values[key]
+
+    embeddings.interpolate_pos_encoding = fixed
+    try:
+        yield
+    finally:
+        del embeddings.interpolate_pos_encoding  # the class's method again
 
 
 def _export_encoder(encoder, out: Path, image: torch.Tensor, encoder_size: int | str, opset: int) -> tuple[dict, dict]:
-    """Write ``patch_encoder.onnx`` into ``out``; returns (manifest section, {graph: (inputs, torch outputs)})."""
+    """Write ``patch_encoder.onnx`` into ``out``; returns (manifest section, {graph: (inputs, io, torch outputs)})."""
     size = encoder.input_size(encoder_size)
-    images = resize_for_encoder(image, size)[None]
-    _export_graph(encoder.patch_tokens, encoder.model, {"images": images}, ["tokens"],
-                  {"images": {0: "images"}, "tokens": {0: "images"}}, out / "patch_encoder.onnx", opset)
+    inputs = {"images": resize_for_encoder(image, size)[None]}
+    with _fixed_position_embeddings(encoder.model):
+        encoder.patch_tokens(inputs["images"])  # computes the position embeddings outside the trace
+        graph = _export_graph(encoder.patch_tokens, encoder.model, inputs, ["tokens"],
+                              {"images": {0: "images"}, "tokens": {0: "images"}}, out / "patch_encoder.onnx", opset)
     section = {"family": encoder.family, "class": type(encoder).__name__, "input_size": size,
                "patch_size": encoder.patch_size, "dim": encoder.dim, "num_prefix": encoder.num_prefix,
                "mean": list(encoder.mean), "std": list(encoder.std), "describe": encoder.describe(),
                "weights_sha256": weights_sha256(encoder.model)}
-    return section, {"patch_encoder": ({"images": images}, [encoder.patch_tokens(images)])}
+    return section, {"patch_encoder": (inputs, *graph)}
 
 
 def export_onnx(out_dir: str | os.PathLike, *, proposer=None, encoder=None, encoder_size: int | str = "auto",
@@ -222,9 +254,9 @@ def export_onnx(out_dir: str | os.PathLike, *, proposer=None, encoder=None, enco
             if encoder is not None:
                 manifest["encoder"], more = _export_encoder(encoder, tmp, t_sam, encoder_size, opset)
                 checks.update(more)
-        for graph in checks:
+        for graph, (_, io, _) in checks.items():
             path = tmp / f"{graph}.onnx"
-            manifest["graphs"][graph] = {"file": path.name, "sha256": file_sha256(path), **_io(path)}
+            manifest["graphs"][graph] = {"file": path.name, "sha256": file_sha256(path), **io}
         manifest["verification"]["max_abs_diff"] = _verify(tmp, checks, verify_runtime)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if out.exists():
@@ -240,7 +272,7 @@ def _verify(directory: Path, checks: dict, runtime: str) -> dict[str, float]:
     from .exported import open_graph
 
     diffs = {}
-    for graph, (inputs, expected) in checks.items():
+    for graph, (inputs, _, expected) in checks.items():
         got = open_graph(directory / f"{graph}.onnx", runtime)({k: v.numpy() for k, v in inputs.items()})
         diff, scale = 0.0, 0.0
         for g, e in zip(got, expected):

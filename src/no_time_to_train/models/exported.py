@@ -18,7 +18,7 @@ import torch
 from ..errors import InputError
 from .encoder import PatchEncoder
 from .encoder import input_size as encoder_input_size
-from .export import check_weights, read_manifest
+from .export import check_weights, read_manifest, role_graphs
 from .proposer import Proposer
 from .sam import SamV1Embedding
 from .sam2 import SamImageEmbedding
@@ -54,16 +54,14 @@ def open_graph(path: Path, runtime: str, device: torch.device | str = "cpu") -> 
 
 
 class _Graphs:
-    """The graphs of one role of an export directory, opened on first use."""
+    """The graphs of one role of an export directory, opened (compiled by the runtime) at once."""
 
-    def __init__(self, directory: Path, manifest: dict, runtime: str, device: torch.device):
-        self.directory, self.manifest, self.runtime, self.device = directory, manifest, runtime, device
-        self._open: dict[str, Graph] = {}
+    def __init__(self, directory: Path, manifest: dict, runtime: str, device: torch.device, role: str):
+        self.manifest = manifest
+        self._open = {g: open_graph(directory / manifest["graphs"][g]["file"], runtime, device)
+                      for g in role_graphs(manifest, role)}
 
     def run(self, graph: str, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        if graph not in self._open:
-            entry = self.manifest["graphs"][graph]
-            self._open[graph] = open_graph(self.directory / entry["file"], self.runtime, self.device)
         arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in feeds.items()}
         return [torch.from_numpy(a) for a in self._open[graph](arrays)]
 
@@ -79,7 +77,7 @@ class ExportedProposer(Proposer):
         self._embedding = EMBEDDINGS[section["embedding"]]
         memory = section.get("no_memory_embedding")
         self._no_memory = torch.tensor(memory, dtype=torch.float32).view(1, -1, 1, 1) if memory else None
-        self._graphs = _Graphs(self.directory, manifest, runtime, torch.device(device))
+        self._graphs = _Graphs(self.directory, manifest, runtime, torch.device(device), "proposer")
         self.model = None  # no PyTorch model: the export is the model
 
     device = property(lambda self: torch.device("cpu"), doc="Where inputs and outputs live (the CPU).")
@@ -122,7 +120,7 @@ class ExportedPatchEncoder(PatchEncoder):
         self.patch_size, self.dim, self.num_prefix = section["patch_size"], section["dim"], section["num_prefix"]
         self.mean, self.std = tuple(section["mean"]), tuple(section["std"])
         self.exported_size = int(section["input_size"])
-        self._graphs = _Graphs(self.directory, manifest, runtime, torch.device(device))
+        self._graphs = _Graphs(self.directory, manifest, runtime, torch.device(device), "encoder")
         self.model = None
 
     device = property(lambda self: torch.device("cpu"), doc="Where inputs and outputs live (the CPU).")
