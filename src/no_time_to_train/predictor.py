@@ -136,7 +136,7 @@ class ReferenceSegmenter:
         autocast: str | torch.dtype | None = None,
         compile: bool | dict = False,
         attn_implementation: str | None = None,
-        runtime: str = "torch",
+        runtime: str = "auto",
         export_dir: str | os.PathLike | None = None,
     ):
         from . import runtime as runtimes
