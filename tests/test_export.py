@@ -292,6 +292,24 @@ def test_runtime_option_on_every_model_verb():
     assert args.runtime == "auto"
 
 
+def test_auto_runtime(monkeypatch):
+    from no_time_to_train import runtime
+
+    monkeypatch.delenv("NTTT_RUNTIME", raising=False)
+    for default in ("torch", "openvino"):
+        monkeypatch.setattr(runtime, "CPU_DEFAULT", default)
+        assert runtime.resolve("auto", "cpu") == default
+        assert runtime.resolve("auto", "cpu", plain_fp32=False) == "torch"  # bf16, autocast, compile: torch
+        assert runtime.resolve("auto", "cuda") == runtime.GPU_DEFAULT == "torch"
+        assert runtime.resolve("compiled", "cpu") == "compiled"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # the extra is not installed: torch
+    assert runtime.resolve("auto", "cpu") == "torch"
+    monkeypatch.setenv("NTTT_RUNTIME", "onnxruntime")
+    assert runtime.resolve("auto", "cpu") == runtime.resolve(None, "cuda") == "onnxruntime"
+    with pytest.raises(InputError, match="unknown runtime 'tensorrt'"):
+        runtime.resolve("tensorrt")
+
+
 def test_export_dir_needs_an_exported_runtime(tiny_sam2, tiny_encoder, tmp_path):
     with pytest.raises(InputError, match="--runtime onnxruntime or --runtime openvino"):
         ReferenceSegmenter(sam2=tiny_sam2, encoder=tiny_encoder, export_dir=tmp_path)

@@ -148,7 +148,8 @@ class ReferenceSegmenter:
         if self.autocast == torch.float32:
             self.autocast = None
         self.compile = ({} if compile is True else dict(compile)) if compile else None
-        self.runtime = runtimes.resolve(runtime, self.device.type)
+        plain = self.dtype == torch.float32 and self.autocast is None and self.compile is None
+        self.runtime = runtimes.resolve(runtime, self.device.type, plain_fp32=plain)
         self.export_dir = Path(export_dir) if export_dir is not None else None
         if self.runtime == "compiled":
             if self.device.type == "cpu":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import shutil
 
@@ -29,13 +30,32 @@ _EXTRAS = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "ope
            "export": ("onnx", "onnx")}
 
 
-def resolve(runtime: str | None, device_type: str = "cpu") -> str:
-    """The runtime to use: ``runtime`` itself, or for ``None``/``"auto"`` the default for ``device_type``."""
+def resolve(runtime: str | None, device_type: str = "cpu", plain_fp32: bool = True) -> str:
+    """The runtime to use: ``runtime`` itself, or for ``None``/``"auto"`` the default.
+
+    The default is ``$NTTT_RUNTIME`` when set, else :data:`GPU_DEFAULT` on CUDA, else :data:`CPU_DEFAULT` when
+    the models run plainly in fp32 (``plain_fp32``: no other dtype, autocast or compile asked for) and its
+    package is installed, else ``torch``.
+    """
     if runtime in (None, "auto"):
-        return GPU_DEFAULT if device_type == "cuda" else CPU_DEFAULT
+        chosen = os.environ.get("NTTT_RUNTIME", "auto")
+        if chosen != "auto":
+            return resolve(chosen)
+        if device_type == "cuda":
+            return GPU_DEFAULT
+        if CPU_DEFAULT in EXPORTED_RUNTIMES and not (plain_fp32 and _installed(CPU_DEFAULT)):
+            return "torch"
+        return CPU_DEFAULT
     if runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r}; use one of auto, {', '.join(RUNTIMES)}")
     return runtime
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError, AttributeError):  # e.g. sys.modules[module] is None: blocked
+        return False
 
 
 def require(what: str):
