@@ -31,9 +31,12 @@ Graph = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 def open_graph(path: Path, runtime: str, device: torch.device | str = "cpu") -> Graph:
     """An ONNX file ready to run under ``runtime``: a function of named numpy inputs -> outputs in graph order.
 
-    OpenVINO is told to compute in fp32 (its CPU plugin would otherwise use bf16 where the CPU has it).
+    OpenVINO is told to compute in fp32 (its CPU plugin would otherwise use bf16 where the CPU has it) and keeps
+    its compiled graphs in ``<cache>/openvino`` (the export cache's folder), so that later processes load them
+    instead of compiling again.
     """
     from ..runtime import require
+    from .export import cache_root
 
     module = require(runtime)
     if runtime == "onnxruntime":
@@ -42,7 +45,9 @@ def open_graph(path: Path, runtime: str, device: torch.device | str = "cpu") -> 
             providers.insert(0, "CUDAExecutionProvider")
         session = module.InferenceSession(str(path), providers=providers)
         return lambda feeds: session.run(None, feeds)
-    compiled = module.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    core = module.Core()
+    core.set_property({"CACHE_DIR": str(cache_root().parent / "openvino")})
+    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     outputs = list(compiled.outputs)
 
