@@ -209,6 +209,7 @@ def mode_options(mode: str, device: torch.device) -> tuple[dict, dict, str | Non
 
 def make_segmenter(sam2, encoder, args, config: MethodConfig, memory=None, **kwargs) -> ReferenceSegmenter:
     hf_decoder = kwargs.pop("_hf_decoder", False)
+    kwargs.setdefault("runtime", "torch")  # the faithful run and the fast modes are PyTorch unless --runtimes says
     seg = ReferenceSegmenter(sam2=sam2, encoder=encoder, device=args.device, dtype=args.dtype, config=config,
                              memory=memory, **kwargs)
     seg.proposer, seg.encoder  # load now (model loading is not part of the per-image figures)

@@ -348,7 +348,8 @@ def cmd_export(args) -> int:
     from .models.export import export_onnx
     from .predictor import ReferenceSegmenter
 
-    seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device="cpu", config=_method_config(args))
+    seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device="cpu", config=_method_config(args),
+                             runtime="torch")  # the PyTorch models are what is exported
     manifest = export_onnx(args.output, proposer=seg.proposer if args.only != "encoder" else None,
                            encoder=seg.encoder if args.only != "proposer" else None,
                            encoder_size=seg.config.encoder_size, preset=args.preset,
