@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		echo "No GPU: installing the CPU torch build ($(TORCH_SPEC))"; $(PY) -m pip install -q "$(TORCH_SPEC)"; \
 	fi
-	$(PY) -m pip install -q -e ".[test,app,label,supervision,video]"
+	$(PY) -m pip install -q -e ".[test,app,label,supervision,video,onnx,openvino]"
 	@touch $@
 
 setup: $(VENV)/.installed

@@ -2,7 +2,8 @@
 
     python benchmarks/bench.py --sam2 random --encoder random --size tiny --images DIR --out OUT.json \
         [--device cpu|cuda] [--dtype float32|bfloat16] [--points-per-side N] [--max-images N] \
-        [--modes pps16,guided,bf16,...] [--probe-decoder] [--stress-post N] [--evaluate]
+        [--modes pps16,guided,bf16,...] [--runtimes torch,onnxruntime,openvino,compiled] [--probe-decoder]
+        [--stress-post N] [--evaluate]
     python benchmarks/bench.py --video [--size large] [--frames 8] [--intervals 4,8] ...   (tracking: bench_video.py)
 
 ``--sam2``/``--encoder`` take anything ReferenceSegmenter takes (Meta file, HF directory, hub id) or ``random``:
@@ -27,6 +28,12 @@ prompts), ``pps16`` (16x16 grid), ``guided`` (prompts at the 256 patches most si
 images; the report gives its speed-up over the faithful run and its agreement with the faithful outputs: the
 fraction of faithful detections matched one-to-one by a detection of the same label with mask IoU >= 0.9, and
 the COCO AP (bbox and segm) of the mode's outputs scored against the faithful outputs taken as ground truth.
+
+Runtimes (``--runtimes``, comma-separated; ``torch`` is the faithful run itself): ``onnxruntime``, ``openvino``
+(the models exported to ONNX once, into the cache, before timing: ``setup_seconds``) and ``compiled``
+(torch.compile; one untimed warm-up image pays the compilation). Each is a mode with the runtimes' "same
+outputs" criterion (``no_time_to_train.agreement``: same label, |score difference| <= 1e-4, mask IoU >= 0.99
+for >= 99 % of detections) and its own table.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from bench_probes import evaluate_run, probe_decoder, stress_post  # noqa: E402
 from bench_report import MODEL_STAGES, markdown, summarise  # noqa: E402
 
 from no_time_to_train import MethodConfig, ReferenceSegmenter  # noqa: E402
+from no_time_to_train.agreement import compare_runs  # noqa: E402
 from no_time_to_train.imageio import load_image  # noqa: E402
 
 COCO_MINI = ROOT.parent / "shared" / "data" / "coco-mini"
@@ -193,6 +201,8 @@ def mode_options(mode: str, device: torch.device) -> tuple[dict, dict, str | Non
             overrides["prompt_mode"] = "guided"
         elif part == "hf-decoder":
             kwargs["_hf_decoder"] = True
+        elif part in ("onnxruntime", "openvino", "compiled"):
+            kwargs["runtime"] = part
         else:
             raise SystemExit(f"unknown mode {part!r}")
     return kwargs, overrides, None
@@ -200,6 +210,7 @@ def mode_options(mode: str, device: torch.device) -> tuple[dict, dict, str | Non
 
 def make_segmenter(sam2, encoder, args, config: MethodConfig, memory=None, **kwargs) -> ReferenceSegmenter:
     hf_decoder = kwargs.pop("_hf_decoder", False)
+    kwargs.setdefault("runtime", "torch")  # the faithful run and the fast modes are PyTorch unless --runtimes says
     seg = ReferenceSegmenter(sam2=sam2, encoder=encoder, device=args.device, dtype=args.dtype, config=config,
                              memory=memory, **kwargs)
     seg.proposer, seg.encoder  # load now (model loading is not part of the per-image figures)
@@ -230,6 +241,8 @@ def main(argv=None) -> int:
     p.add_argument("--refs-per-class", type=int, default=2, help="references per class (3 classes)")
     p.add_argument("--warmup", type=int, default=None, help="untimed images first (default: 1 on CUDA, 0 on CPU)")
     p.add_argument("--modes", default="", help="comma-separated fast modes to compare with the faithful run")
+    p.add_argument("--runtimes", default="torch", help="comma-separated runtimes to compare: torch (the faithful "
+                   "run), onnxruntime, openvino, compiled")
     p.add_argument("--probe-decoder", action="store_true", help="measure the decoder's peak memory per prompt")
     p.add_argument("--stress-post", type=int, default=0, metavar="N",
                    help="also time scoring/NMS/merging/RLE on N synthetic proposals (worst case)")
@@ -300,7 +313,10 @@ def main(argv=None) -> int:
 
     modes: dict[str, ReferenceSegmenter] = {}
     report_modes: dict[str, dict] = {}
-    for mode in [m for m in args.modes.split(",") if m]:
+    runtimes = [r for r in args.runtimes.split(",") if r and r != "torch"]
+    mode_warmup = {r: max(warmup, 1) if r == "compiled" else warmup for r in runtimes}
+    for mode in [m for m in args.modes.split(",") if m] + runtimes:
+        t_setup = time.perf_counter()
         kwargs, overrides, skip = mode_options(mode, device)
         if skip:
             report_modes[mode] = {"skipped": skip, "options": kwargs, "config_overrides": overrides}
@@ -309,7 +325,8 @@ def main(argv=None) -> int:
             modes[mode] = make_segmenter(sam2 if isinstance(sam2, torch.nn.Module) else faithful.proposer.model,
                                          encoder if isinstance(encoder, torch.nn.Module) else faithful.encoder.model,
                                          args, config.replace(**overrides), memory=faithful.memory, **kwargs)
-            report_modes[mode] = {"options": {k: v for k, v in kwargs.items()}, "config_overrides": overrides}
+            report_modes[mode] = {"options": {k: v for k, v in kwargs.items()}, "config_overrides": overrides,
+                                  "setup_seconds": time.perf_counter() - t_setup, "runtime": mode in runtimes}
         except Exception as exc:  # noqa: BLE001 - one failing mode must not lose the others' figures
             report_modes[mode] = {"skipped": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
         finally:
@@ -320,7 +337,7 @@ def main(argv=None) -> int:
         runs = {"faithful": faithful, **modes}
         for name, seg in runs.items():
             activate(seg)
-            for path in images[:warmup]:
+            for path in images[:mode_warmup.get(name, warmup)]:
                 seg.predict(path)
         recs: dict[str, list] = {name: [] for name in runs}
         outs: dict[str, list] = {name: [] for name in runs}
@@ -380,7 +397,7 @@ def main(argv=None) -> int:
             print(f"mode {mode}:")
             activate(seg)
             try:
-                results[mode] = run_images(seg, images, timer, warmup)
+                results[mode] = run_images(seg, images, timer, mode_warmup.get(mode, warmup))
             except Exception as exc:  # noqa: BLE001
                 report_modes[mode] = {"skipped": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
                 continue
@@ -391,6 +408,7 @@ def main(argv=None) -> int:
         report_modes[mode].update(
             summary=m_summary, speedup=summary["mean_seconds_per_image"] / m_summary["mean_seconds_per_image"],
             agreement=agreement(outputs, m_outputs, sizes, cat_ids), per_image=m_records,
+            same_outputs=compare_runs(outputs, m_outputs),
         )
     report["process_peak_rss"] = max(timer.process_peak, peak_rss_bytes())
     report["load_average_before_after"] = [list(load_before), list(os.getloadavg())]

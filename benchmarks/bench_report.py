@@ -99,7 +99,33 @@ def markdown(report: dict) -> str:
                          f"{m['summary']['peak_rss'] / 2**30:.2f} | "
                          f"{f(a['matched_at_iou_0.9'])} | {f(a['ap_vs_faithful']['segm'])} | {f(a['ap_vs_faithful']['bbox'])} | "
                          f"{f(a['max_abs_score_diff_matched'], False)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + runtime_table(report)) + "\n"
+
+
+def runtime_table(report: dict) -> list[str]:
+    """Markdown lines of the runtimes (``bench.py --runtimes``) next to torch, with the "same outputs" criterion."""
+    runs = {k: m for k, m in (report.get("modes") or {}).items() if m.get("runtime")}
+    if not runs:
+        return []
+    cols = ("sam2_encoder", "mask_decoder", "dinov2")
+    lines = ["", "| runtime | s / image | speed-up | SAM encoder s | mask decoder s | encoder (DINO) s | peak RSS GiB | "
+             "same outputs: matched | max score diff | min mask IoU | set-up s |", "|---" + "|---:" * 10 + "|"]
+    t = report["faithful"]
+    lines.append(f"| torch | {t['mean_seconds_per_image']:.2f} | 1.00x | "
+                 + " | ".join(f"{t['stages'][c]['mean_seconds']:.2f}" for c in cols)
+                 + f" | {t['peak_rss'] / 2**30:.2f} | (reference) | | | |")
+    for name, m in runs.items():
+        if "skipped" in m or "summary" not in m:
+            lines.append(f"| {name} | {m.get('skipped', 'no result')} |" + " |" * 9)
+            continue
+        s, a = m["summary"], m["same_outputs"]
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+        lines.append(f"| {name} | {s['mean_seconds_per_image']:.2f} | {m['speedup']:.2f}x | "
+                     + " | ".join(f"{s['stages'][c]['mean_seconds']:.2f}" for c in cols)
+                     + f" | {s['peak_rss'] / 2**30:.2f} | {a['matched']}/{a['reference_detections']}"
+                     f"{' (same)' if a['same'] else ' (DIFFERENT)'} | {fmt(a['max_score_diff'], '.1e')} | "
+                     f"{fmt(a['min_mask_iou'], '.4f')} | {m.get('setup_seconds', 0):.0f} |")
+    return lines
 
 
 def matrix(reports: dict[str, dict]) -> str:

@@ -7,7 +7,9 @@ per image the same predicted IoUs for all 1024 prompts and the same counts after
 the same detections (category, score, box exactly, mask).
 
 Each image costs about a minute on a 2-core CPU, so the default suite checks two of the six images;
-``NTTT_PARITY_ALL=1`` checks all six (see the README's development section).
+``NTTT_PARITY_ALL=1`` checks all six (see the README's development section). The default suite runs it under
+the torch runtime; ``NTTT_PARITY_RUNTIMES=onnxruntime,openvino,compiled`` runs it again under each runtime
+listed (``--runtime``; the ONNX runtimes export the weights into a temporary cache first).
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_utils
 
 from conftest import COCO_MINI
 from parity import expected_sha256, generate_weights, sha256
@@ -27,6 +27,7 @@ from parity import expected_sha256, generate_weights, sha256
 PARITY = COCO_MINI.parent / "parity"
 ALL_IMAGES = os.environ.get("NTTT_PARITY_ALL") == "1"
 DEFAULT_IMAGES = (139, 22892)  # 3 and 5 detections; together they cover 8 of the 20 classes
+RUNTIMES = ["torch", *(r for r in os.environ.get("NTTT_PARITY_RUNTIMES", "").split(",") if r.strip() not in ("", "torch"))]
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +65,10 @@ def test_generated_weights_match_the_manifest(weights):
     assert {p.name: sha256(p) for p in weights} == expected
 
 
-@pytest.fixture(scope="module")
-def parity_run(weights, golden, tmp_path_factory):
-    """``nttt fill-memory`` + ``nttt evaluate`` on the chosen images, with what the predictor saw recorded."""
+@pytest.fixture(scope="module", params=RUNTIMES)
+def parity_run(request, weights, golden, tmp_path_factory):
+    """``nttt fill-memory`` + ``nttt evaluate`` on the chosen images under one runtime, with what the predictor
+    saw recorded."""
     from no_time_to_train import predictor as predictor_module
     from no_time_to_train.cli import main
     from no_time_to_train.data.coco import CocoDataset
@@ -78,7 +80,8 @@ def parity_run(weights, golden, tmp_path_factory):
     gt["images"] = [im for im in gt["images"] if im["id"] in ids]
     gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in ids]
     (out / "val.json").write_text(json.dumps(gt))
-    models = ["--sam2", str(weights[0]), "--encoder", str(weights[1]), "--device", "cpu", "--quiet"]
+    models = ["--sam2", str(weights[0]), "--encoder", str(weights[1]), "--device", "cpu", "--quiet",
+              "--runtime", request.param]
 
     seen: list[dict] = []  # one entry per predicted image, in prediction order
     real_predict, real_select = ReferenceSegmenter.predict, ReferenceSegmenter.select
@@ -99,6 +102,7 @@ def parity_run(weights, golden, tmp_path_factory):
         return candidates
 
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NTTT_CACHE_DIR", str(out / "cache"))
         mp.setattr(ReferenceSegmenter, "predict", predict)
         mp.setattr(ReferenceSegmenter, "select", select)
         mp.setattr(predictor_module, "select_best_token", best_token)
@@ -139,31 +143,18 @@ def test_predicted_ious_and_counts_match(parity_run, golden):
         assert got["after_nms"] == want["n_after_nms"], image_id
 
 
-def _decode(segmentation: dict) -> np.ndarray:
-    return mask_utils.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode()}).astype(bool)
-
-
 def test_detections_match(parity_run, golden):
+    from no_time_to_train.agreement import match_detections
+
     for image_id in parity_run["ids"]:
         want = [d for d in golden["predictions"] if d["image_id"] == image_id]
         got = [d for d in parity_run["results"] if d["image_id"] == image_id]
         assert len(want) == golden["images"][image_id]["n_final"]
         assert len(got) == len(want), f"image {image_id}: {len(got)} detections, the authors' code made {len(want)}"
-        unmatched = list(got)
-        for w in want:  # each golden detection needs its own match
-            w_mask = _decode(w["segmentation"])
-            match = None
-            for g in unmatched:
-                if g["category_id"] != w["category_id"] or abs(g["score"] - w["score"]) > 1e-4:
-                    continue
-                g_mask = _decode(g["segmentation"])
-                union = np.logical_or(g_mask, w_mask).sum()
-                iou = np.logical_and(g_mask, w_mask).sum() / union if union else 1.0
-                if iou >= 0.99:
-                    match = g
-                    break
-            assert match is not None, f"image {image_id}: no match for the authors' detection {w['category_id']}, " \
-                                      f"score {w['score']:.5f}, bbox {w['bbox']}"
-            assert match["bbox"] == w["bbox"], f"image {image_id}: box {match['bbox']} != {w['bbox']}"
-            unmatched.remove(match)
-        assert not unmatched
+        # each golden detection needs its own match: same category, score within 1e-4, mask IoU >= 0.99
+        pairs = match_detections(want, got)
+        unmatched = sorted(set(range(len(want))) - {j for j, _, _ in pairs})
+        assert not unmatched, [f"image {image_id}: no match for the authors' detection {want[j]['category_id']}, "
+                               f"score {want[j]['score']:.5f}, bbox {want[j]['bbox']}" for j in unmatched]
+        for j, i, _ in pairs:
+            assert got[i]["bbox"] == want[j]["bbox"], f"image {image_id}: box {got[i]['bbox']} != {want[j]['bbox']}"

@@ -469,3 +469,18 @@ def test_app_video_tab_logic(seg, tmp_path, images):
                                          config=seg.config), workdir=tmp_path / "w2")
     with pytest.raises(InputError, match="no references"):
         empty.track_video(tmp_path / "upload.mp4")
+
+
+def test_video_model_under_an_exported_runtime_loads_its_own_weights(video_sam2, tmp_path, monkeypatch):
+    """--runtime onnxruntime/openvino: the proposer is an export with no PyTorch model, so tracking loads the
+    video model from the same source instead of sharing the proposer's tensors."""
+    pytest.importorskip("onnxruntime", reason="the 'onnx' extra is not installed")
+    from no_time_to_train.video.track import video_model_for
+
+    monkeypatch.setenv("NTTT_CACHE_DIR", str(tmp_path / "cache"))
+    _meta_file(video_sam2, tmp_path / "sam2.pt")
+    seg = ReferenceSegmenter(sam2=str(tmp_path / "sam2.pt"), runtime="onnxruntime")
+    assert seg.proposer.model is None and seg.proposer.name.startswith("SAM2")
+    video = video_model_for(seg)
+    src = video_sam2.state_dict()
+    assert all(torch.equal(video.state_dict()[k], v) for k, v in src.items())

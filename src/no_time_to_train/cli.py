@@ -10,6 +10,7 @@
     nttt hub push memory.safetensors user/repo
     nttt track --memory memory.safetensors VIDEO_OR_FRAMES... -o out_dir [--keyframe-interval N] [--visualize]
     nttt evaluate --tracks out_dir --annotations ytvis_val.json -o out_dir   (video AP; or per-frame COCO AP)
+    nttt export onnx -o export_dir [--preset NAME] (then --runtime onnxruntime|openvino --export-dir export_dir)
 
 ``predict``, ``label``, ``evaluate`` and ``fill-memory`` also run under ``torchrun --nproc_per_node=N -m no_time_to_train``.
 Heavy imports (torch, transformers) happen inside the verbs, so ``--help`` is instant.
@@ -31,8 +32,10 @@ log = logging.getLogger("no_time_to_train")
 
 
 # -- argument helpers -------------------------------------------------------------------------------------
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, runtime: bool = True) -> None:
+    """Models, device and precision; with ``runtime``, also ``--runtime``/``--export-dir`` (:mod:`.runtime`)."""
     from .presets import PRESETS, presets_help
+    from .runtime import add_runtime_args
 
     g = p.add_argument_group("models and hardware")
     g.add_argument("--preset", choices=list(PRESETS), default=None,
@@ -50,6 +53,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "under torchrun each process takes cuda:LOCAL_RANK)")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="model precision (float32 is the paper's)")
+    if runtime:
+        add_runtime_args(p)
 
 
 def _add_method_args(p: argparse.ArgumentParser) -> None:
@@ -152,16 +157,18 @@ def _segmenter(args, dist, memory=None, need_sam2=True):
     """The segmenter with its models loaded now, so that a bad checkpoint fails before any work starts."""
     from .models.checkpoints import check_models
     from .predictor import ReferenceSegmenter
+    from .runtime import runtime_kwargs
 
     config = _method_config(args)
-    check_models(encoder=args.encoder, **({"sam2": args.sam2} if need_sam2 else {}))
+    if not getattr(args, "export_dir", None):  # an export directory alone needs no weights
+        check_models(encoder=args.encoder, **({"sam2": args.sam2} if need_sam2 else {}))
     if getattr(args, "quiet", False):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     device = dist.device(args.device)
     seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
-                             config=config, memory=memory)
+                             config=config, memory=memory, **runtime_kwargs(args))
     seg.encoder
     if need_sam2:
         seg.proposer
@@ -519,6 +526,27 @@ def _read_json(path: Path):
         raise InputError(f"cannot read {path}: {exc}") from exc
 
 
+def cmd_export(args) -> int:
+    from .imageio import load_image
+    from .models.export import export_onnx
+    from .predictor import ReferenceSegmenter
+
+    seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device="cpu", config=_method_config(args),
+                             runtime="torch")  # the PyTorch models are what is exported
+    manifest = export_onnx(args.output, proposer=seg.proposer if args.only != "encoder" else None,
+                           encoder=seg.encoder if args.only != "proposer" else None,
+                           encoder_size=seg.config.encoder_size, preset=args.preset,
+                           image=load_image(args.image) if args.image else None,
+                           image_name=str(args.image) if args.image else None,
+                           verify_runtime=args.verify_runtime, overwrite=args.overwrite)
+    print(f"exported to {args.output} (checked under {args.verify_runtime} on "
+          f"{manifest['verification']['image']}; max abs difference to PyTorch):")
+    for graph, diff in manifest["verification"]["max_abs_diff"].items():
+        print(f"  {manifest['graphs'][graph]['file']:<28} {diff:.3g}")
+    print(f"run it with: --runtime onnxruntime (or openvino) --export-dir {args.output}")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nttt", description="Training-free reference-based instance segmentation "
@@ -621,6 +649,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_method_run_args(p)
     p.set_defaults(func=cmd_pseudo_masks)
 
+    p = sub.add_parser("export", help="write the networks as ONNX files (for --runtime onnxruntime / openvino)")
+    formats = p.add_subparsers(dest="format", required=True)
+    o = formats.add_parser("onnx", help="the proposer's image encoder and mask decoders and the patch encoder as "
+                           "ONNX, with manifest.json, checked against PyTorch")
+    o.add_argument("-o", "--output", required=True, type=Path, help="export folder to write (new or empty)")
+    o.add_argument("--image", type=Path, help="a real image to check the export on (default: a built-in picture)")
+    o.add_argument("--only", choices=["proposer", "encoder"], help="export only one of the two models")
+    o.add_argument("--verify-runtime", choices=["onnxruntime", "openvino"], default="onnxruntime",
+                   help="the runtime the export is checked under (default onnxruntime)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing export in the folder")
+    o.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    _add_model_args(o, runtime=False)
+    _add_method_args(o)
+    o.set_defaults(func=cmd_export)
+
     from .data.convert import add_convert_parser
 
     add_convert_parser(sub)
@@ -632,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "quiet", False))
-    if getattr(args, "preset", None):  # the preset's models, unless given explicitly
+    if getattr(args, "preset", None) and not getattr(args, "export_dir", None):  # the preset's models, unless given
         from .presets import get_preset
 
         preset = get_preset(args.preset)

@@ -114,6 +114,15 @@ class ReferenceSegmenter:
             tracker) image encoder, the mask decoder and DINOv2 on first use (SAM and SAM-HQ run uncompiled).
         attn_implementation: a transformers attention backend for both models (``"sdpa"``, ``"eager"``,
             ``"flash_attention_2"`` ...); ``None`` keeps the models' own (transformers' default is SDPA).
+
+    runtime: what runs the networks (:mod:`no_time_to_train.runtime`): ``"torch"`` (eager, the faithful
+        reference), ``"onnxruntime"`` / ``"openvino"`` (an ONNX export: ``export_dir``, else the models are
+        exported once into the cache, keyed by their weights' sha256 and the encoder size; float32 only),
+        ``"compiled"`` (``torch.compile``, inductor: the same as ``compile=True``) or ``"auto"`` (the device's
+        default, ``runtime.CPU_DEFAULT`` / ``GPU_DEFAULT``). Every runtime gives the same detections within
+        float rounding (README, "Runtimes").
+    export_dir: an ``nttt export onnx`` directory for the exported runtimes. With ``sam2``/``encoder`` also
+        given, their weights must be the exported ones; without, the export alone is used (no PyTorch model).
     """
 
     def __init__(
@@ -128,7 +137,11 @@ class ReferenceSegmenter:
         autocast: str | torch.dtype | None = None,
         compile: bool | dict = False,
         attn_implementation: str | None = None,
+        runtime: str = "auto",
+        export_dir: str | os.PathLike | None = None,
     ):
+        from . import runtime as runtimes
+
         self.config = config or MethodConfig()
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype)
@@ -136,6 +149,21 @@ class ReferenceSegmenter:
         if self.autocast == torch.float32:
             self.autocast = None
         self.compile = ({} if compile is True else dict(compile)) if compile else None
+        plain = self.dtype == torch.float32 and self.autocast is None and self.compile is None
+        self.runtime = runtimes.resolve(runtime, self.device.type, plain_fp32=plain)
+        self.export_dir = Path(export_dir) if export_dir is not None else None
+        if self.runtime == "compiled":
+            if self.device.type == "cpu":
+                runtimes.check_compiler()
+            self.compile = {"backend": "inductor", **(self.compile or {})}
+        elif self.runtime in runtimes.EXPORTED_RUNTIMES:
+            runtimes.require(self.runtime)
+            if self.dtype != torch.float32 or self.autocast is not None or self.compile is not None:
+                raise InputError(f"the {self.runtime} runtime runs float32 ONNX exports: use dtype float32, no "
+                                 "autocast and no compile (or runtime='torch')")
+        elif self.export_dir is not None:
+            raise InputError(f"export_dir (--export-dir) is for the onnxruntime and openvino runtimes, not "
+                             f"{self.runtime!r}: add --runtime onnxruntime or --runtime openvino")
         self.attn_implementation = attn_implementation
         self._sam2_source, self._encoder_source = sam2, encoder
         self._sam2: Proposer | None = None  # the proposer (historical name: tests and tools set it)
@@ -181,7 +209,8 @@ class ReferenceSegmenter:
     def proposer(self) -> Proposer:
         """The mask proposer (SAM2 by default; whichever family ``sam2`` names), loaded on first use."""
         if self._sam2 is None:
-            proposer = make_proposer(self._model(self._sam2_source, "sam2"))
+            proposer = self._exported("proposer") if self._runs_export else make_proposer(
+                self._model(self._sam2_source, "sam2"))
             if proposer.image_size != self.config.sam_image_size:
                 raise InputError(
                     f"the {proposer.name} proposer takes {proposer.image_size}² images but the config's "
@@ -193,6 +222,29 @@ class ReferenceSegmenter:
         return self._sam2
 
     @property
+    def _runs_export(self) -> bool:
+        return self.runtime in ("onnxruntime", "openvino")
+
+    def _exported(self, role: str):
+        """The runtime-backed proposer or encoder: from ``export_dir``, else from the cache (exported on first use)."""
+        from .models.export import cached_export
+        from .models.exported import load_exported
+
+        src = self._sam2_source if role == "proposer" else self._encoder_source
+        if self.export_dir is not None and src is None:
+            return load_exported(role, self.export_dir, self.runtime, self.device)
+        model = self._model(src, "sam2" if role == "proposer" else "encoder")
+        if self.export_dir is not None:
+            return load_exported(role, self.export_dir, self.runtime, self.device, model=model)
+        if role == "proposer":
+            directory = cached_export(role, make_proposer(model), {}, self.runtime)
+        else:
+            encoder = wrap_encoder(model)
+            size = encoder.input_size(self.config.encoder_size)
+            directory = cached_export(role, encoder, {"encoder_size": size}, self.runtime)
+        return load_exported(role, directory, self.runtime, self.device)
+
+    @property
     def sam2(self) -> Proposer:
         """The proposer under its historical name (whatever its family)."""
         return self.proposer
@@ -200,7 +252,8 @@ class ReferenceSegmenter:
     @property
     def encoder(self) -> PatchEncoder:
         if self._encoder is None:
-            encoder = wrap_encoder(self._model(self._encoder_source, "encoder"))
+            encoder = self._exported("encoder") if self._runs_export else wrap_encoder(
+                self._model(self._encoder_source, "encoder"))
             encoder.input_size(self.config.encoder_size)  # a size that does not fit the patch size fails now
             if self.compile is not None:
                 encoder.compile(**self.compile)

@@ -447,13 +447,15 @@ def serve(args) -> int:
     from ..distributed import resolve_device
     from ..models.checkpoints import check_models
     from ..predictor import ReferenceSegmenter
+    from ..runtime import runtime_kwargs
 
     config = _method_config(args)
     device = resolve_device(args.device)
     with RunLock(args.workdir, f"app folder {args.workdir} (--workdir)"):
-        check_models(sam2=args.sam2, encoder=args.encoder)  # both missing models named at once, before loading
+        if not args.export_dir:  # both missing models named at once, before loading
+            check_models(sam2=args.sam2, encoder=args.encoder)
         seg = ReferenceSegmenter(sam2=args.sam2, encoder=args.encoder, device=device, dtype=args.dtype,
-                                 config=config, memory=args.memory)
+                                 config=config, memory=args.memory, **runtime_kwargs(args))
         log.info("loading the models (proposer %s, encoder %s) on %s", args.sam2 or "default",
                  args.encoder or "default", device)
         seg.encoder  # a bad checkpoint, or a memory from another encoder, fails now rather than in the page

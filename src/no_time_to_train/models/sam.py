@@ -33,6 +33,16 @@ class SamV1Embedding:
     embedding: torch.Tensor
     vit_features: torch.Tensor | None = None
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The fields as named tensors (an exported image encoder's outputs, in order); no None."""
+        return {"image_embedding": self.embedding,
+                **({"vit_features": self.vit_features} if self.vit_features is not None else {})}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "SamV1Embedding":
+        """Inverse of :meth:`tensors`."""
+        return cls(tensors["image_embedding"], tensors.get("vit_features"))
+
 
 class SamProposer(Proposer):
     """The original SAM (ViT-B/L/H) as a proposer: 3 multimask tokens (1-3) and a single-mask token (0)."""

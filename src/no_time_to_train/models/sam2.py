@@ -30,6 +30,16 @@ class SamImageEmbedding:
     embedding: torch.Tensor
     high_res: list[torch.Tensor]
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The fields as named tensors (an exported image encoder's outputs, in order)."""
+        return {"image_embedding": self.embedding, **{f"high_res_{i}": t for i, t in enumerate(self.high_res)}}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "SamImageEmbedding":
+        """Inverse of :meth:`tensors`."""
+        levels = sum(k.startswith("high_res_") for k in tensors)
+        return cls(tensors["image_embedding"], [tensors[f"high_res_{i}"] for i in range(levels)])
+
 
 class Sam2Segmenter(Proposer):
     """The SAM2 / SAM 2.1 proposer: a thin wrapper over a transformers ``Sam2Model``.

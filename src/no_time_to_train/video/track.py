@@ -98,8 +98,10 @@ def video_model_for(seg) -> torch.nn.Module:
     else:
         from ..models.checkpoints import load_sam2_video
 
-        if seg.proposer.name != "SAM2":
+        if not seg.proposer.name.startswith("SAM2"):  # "SAM2", or "SAM2 (openvino)" under an exported runtime
             raise CheckpointError(f"tracking needs SAM2; the proposer is {seg.proposer.name}")
+        # Under an exported runtime (onnxruntime / openvino) the proposer holds no PyTorch model: the video model
+        # then loads its own copy of the weights instead of sharing the proposer's.
         model = load_sam2_video(source, device=seg.device, dtype=seg.dtype, image_model=seg.proposer.model)
     seg._sam2_video = model
     return model
