@@ -71,3 +71,18 @@ def offline_empty_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def ref_items(coco_mini):
+    """One coco-mini train annotation each of dog, person and car, as ``add_reference`` keyword dicts."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(coco_mini / "annotations" / "instances_train2017.json"))
+    items = []
+    for cat_id, name in [(18, "dog"), (1, "person"), (3, "car")]:
+        ann = coco.loadAnns(coco.getAnnIds(catIds=[cat_id], iscrowd=False))[0]
+        info = coco.loadImgs(ann["image_id"])[0]
+        items.append(dict(image=coco_mini / "train2017" / info["file_name"], mask=coco.annToMask(ann).astype(bool),
+                          category=name, category_id=cat_id))
+    return items

@@ -86,21 +86,7 @@ def blob_proposals(n: int, size: int = 256, seed: int = 0) -> Proposals:
     return Proposals((1 - d) * 8, 0.4 + 0.6 * torch.rand(n, generator=g))
 
 
-# -- fixtures ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ref_items(coco_mini):
-    from pycocotools.coco import COCO
-
-    coco = COCO(str(coco_mini / "annotations" / "instances_train2017.json"))
-    items = []
-    for cat_id, name in [(18, "dog"), (1, "person"), (3, "car")]:
-        ann = coco.loadAnns(coco.getAnnIds(catIds=[cat_id], iscrowd=False))[0]
-        info = coco.loadImgs(ann["image_id"])[0]
-        items.append(dict(image=coco_mini / "train2017" / info["file_name"], mask=coco.annToMask(ann).astype(bool),
-                          category=name, category_id=cat_id))
-    return items
-
-
+# -- fixtures (ref_items: conftest.py) -----------------------------------------------------------------------
 @pytest.fixture
 def seg(make_segmenter, ref_items):
     s = make_segmenter(points_per_side=6, iou_threshold=0.0)  # keep every proposal: more work for NMS/merging
