@@ -10,13 +10,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 from transformers import Dinov2Config, Dinov2WithRegistersConfig
 
 from ..errors import CheckpointError
 from .configs import DINOV2_VARIANTS, dinov2_config_for
-from .keymap import KeyMap, fused, hf_to_meta, meta_to_hf
+from .keymap import KeyMap, fused, hf_to_meta, meta_to_hf, required
+
+#: A tensor that shape inference needs; a missing one means the file is not DINOv2.
+_get = partial(required, family="DINOv2")
 
 _BLOCK = r"^blocks\.(\d+)\."
 _CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
@@ -59,12 +63,6 @@ def dinov2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
 def dinov2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a transformers DINOv2 state dict to Meta's key names (fusing q/k/v into ``qkv``, gate/up into ``w12``)."""
     return hf_to_meta(state_dict, _KEYS, _FUSED, "DINOv2")
-
-
-def _get(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
-    if key not in sd:
-        raise CheckpointError(f"not a DINOv2 checkpoint: required key {key!r} is missing")
-    return sd[key]
 
 
 def _swiglu_hidden(hidden: int, ratio: float) -> int:

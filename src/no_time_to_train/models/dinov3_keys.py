@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 from transformers import DINOv3ViTConfig
 
 from ..errors import CheckpointError
 from .configs import DINOV3_VARIANTS, dinov3_vit_config
-from .keymap import KeyMap, fused, hf_to_meta, meta_to_hf
+from .keymap import KeyMap, fused, hf_to_meta, meta_to_hf, required
+
+#: A tensor that shape inference needs; a missing one means the file is not DINOv3 ViT.
+_get = partial(required, family="DINOv3 ViT")
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
@@ -86,12 +90,6 @@ def _rope_theta(periods: torch.Tensor) -> float:
             return theta
     raise CheckpointError(f"DINOv3 {PERIODS} are not theta ** (4k / head_dim) for any theta: this RoPE "
                           "variant is not supported")
-
-
-def _get(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
-    if key not in sd:
-        raise CheckpointError(f"not a DINOv3 ViT checkpoint: required key {key!r} is missing")
-    return sd[key]
 
 
 def _bias_masks(sd: Mapping[str, torch.Tensor], depth: int) -> list[torch.Tensor] | None:

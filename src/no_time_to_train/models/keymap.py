@@ -20,6 +20,40 @@ from ..errors import CheckpointError
 FIELDS = {"i": r"\d+", "wb": r"weight|bias"}
 
 
+def required(sd: Mapping[str, torch.Tensor], key: str, family: str) -> torch.Tensor:
+    """``sd[key]``; CheckpointError "not a {family} checkpoint" when the key is missing (shape inference)."""
+    if key not in sd:
+        raise CheckpointError(f"not a {family} checkpoint: required key {key!r} is missing")
+    return sd[key]
+
+
+def count_indices(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
+    """1 + the largest integer that ``pattern``'s first group captures over ``sd``'s keys (0 when none matches):
+    the number of blocks / layers of a stack."""
+    regex = re.compile(pattern)
+    idx = {int(m.group(1)) for k in sd if (m := regex.match(k))}
+    return max(idx) + 1 if idx else 0
+
+
+def split_copies(value: torch.Tensor, hf_keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """One Meta tensor that transformers holds once per key of ``hf_keys`` (SAM's prompt positional encoding):
+    the tensor under the first key, independent copies under the others (own storage saves cleanly)."""
+    return {key: value if i == 0 else value.clone() for i, key in enumerate(hf_keys)}
+
+
+def join_copies(state_dict: Mapping[str, torch.Tensor], hf_keys: Sequence[str]) -> torch.Tensor | None:
+    """The one Meta tensor behind transformers' copies ``hf_keys`` (None when absent); copies that hold different
+    values raise CheckpointError (meta-device tensors are not compared)."""
+    copies = [state_dict[k] for k in hf_keys if k in state_dict]
+    if not copies:
+        return None
+    first = copies[0]
+    for other in copies[1:]:
+        if not (first.is_meta or other.is_meta) and not torch.equal(first, other):
+            raise CheckpointError(f"{' and '.join(hf_keys)} differ; a Meta checkpoint holds a single tensor for them")
+    return first
+
+
 def few(keys: Iterable[str], n: int = 5) -> str:
     """The first ``n`` sorted keys, comma-separated, and how many more there are (for error messages)."""
     keys = sorted(keys)

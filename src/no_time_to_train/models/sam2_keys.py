@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 from transformers import Sam2Config
@@ -24,7 +25,10 @@ from .configs import (
     sam2_config,
     sam2_variant_for,
 )
-from .keymap import KeyMap, MlpKeyMap, few
+from .keymap import KeyMap, MlpKeyMap, count_indices, few, join_copies, required, split_copies
+
+#: A tensor that shape inference needs; a missing one means the file is not SAM2.
+_get = partial(required, family="SAM2")
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +123,7 @@ def sam2_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
         if is_sam2_video_only_key(key):
             continue
         if key == _PE_META:
-            out[_PE_HF[0]] = value
-            out[_PE_HF[1]] = value.clone()  # two modules in transformers; independent tensors save cleanly
+            out.update(split_copies(value, _PE_HF))
             continue
         m = _POINT_META.match(key)
         if m:
@@ -165,26 +168,10 @@ def sam2_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
             out[new] = value
     if unknown:
         raise CheckpointError(f"transformers SAM2 state dict has keys with no Meta counterpart: {few(unknown)}")
-    pe = [state_dict[k] for k in _PE_HF if k in state_dict]
-    if pe:
-        if len(pe) == 2 and not (pe[0].is_meta or pe[1].is_meta) and not torch.equal(pe[0], pe[1]):
-            raise CheckpointError(
-                f"{_PE_HF[0]} and {_PE_HF[1]} differ; a Meta checkpoint holds a single positional encoding"
-            )
-        out[_PE_META] = pe[0]
+    pe = join_copies(state_dict, _PE_HF)
+    if pe is not None:
+        out[_PE_META] = pe
     return out
-
-
-def _get(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
-    if key not in sd:
-        raise CheckpointError(f"not a SAM2 checkpoint: required key {key!r} is missing")
-    return sd[key]
-
-
-def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
-    regex = re.compile(pattern)
-    idx = {int(m.group(1)) for k in sd if (m := regex.match(k))}
-    return max(idx) + 1 if idx else 0
 
 
 def infer_sam2_config(state_dict: Mapping[str, torch.Tensor]) -> Sam2Config:
@@ -197,7 +184,7 @@ def infer_sam2_config(state_dict: Mapping[str, torch.Tensor]) -> Sam2Config:
     """
     patch = _get(state_dict, _TRUNK + "patch_embed.proj.weight")
     embed_dim = int(patch.shape[0])
-    n_blocks = _count(state_dict, r"^image_encoder\.trunk\.blocks\.(\d+)\.")
+    n_blocks = count_indices(state_dict, r"^image_encoder\.trunk\.blocks\.(\d+)\.")
     if n_blocks == 0:
         raise CheckpointError("not a SAM2 checkpoint: no image_encoder.trunk.blocks.* keys")
     starts = [0] + [i for i in range(n_blocks) if f"{_TRUNK}blocks.{i}.proj.weight" in state_dict]
@@ -256,16 +243,16 @@ def infer_sam2_decoder(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, di
         hidden_size=hidden,
         mlp_dim=int(_get(state_dict, dec + "transformer.layers.0.mlp.layers.0.weight").shape[0]),
         num_attention_heads=heads,
-        num_hidden_layers=_count(state_dict, r"^sam_mask_decoder\.transformer\.layers\.(\d+)\."),
+        num_hidden_layers=count_indices(state_dict, r"^sam_mask_decoder\.transformer\.layers\.(\d+)\."),
         iou_head_hidden_dim=int(_get(state_dict, dec + "iou_prediction_head.layers.0.weight").shape[0]),
-        iou_head_depth=_count(state_dict, r"^sam_mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
+        iou_head_depth=count_indices(state_dict, r"^sam_mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
         num_multimask_outputs=int(_get(state_dict, dec + "mask_tokens.weight").shape[0]) - 1,
         attention_downsample_rate=max(1, hidden // cross_dim),
     )
     prompt = dict(
         hidden_size=hidden,
         mask_input_channels=int(_get(state_dict, "sam_prompt_encoder.mask_downscaling.3.weight").shape[0]),
-        num_point_embeddings=_count(state_dict, _POINT_META.pattern.replace("$", "")),
+        num_point_embeddings=count_indices(state_dict, _POINT_META.pattern.replace("$", "")),
     )
     return decoder, prompt
 

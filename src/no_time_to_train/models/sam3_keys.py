@@ -22,13 +22,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 from transformers import Sam3TrackerConfig
 
 from ..errors import CheckpointError
-from .keymap import KeyMap, few
+from .keymap import KeyMap, count_indices, few, required
 from .sam2_keys import infer_sam2_decoder, is_sam2_video_only_key, sam2_hf_to_meta, sam2_meta_keys_to_hf
+
+#: A tensor that shape inference needs; a missing one means the file is not SAM 3.
+_get = partial(required, family="SAM 3")
 
 VIT_META = "detector.backbone.vision_backbone.trunk."
 NECK_META = "detector.backbone.vision_backbone.sam2_convs."
@@ -217,18 +221,12 @@ def infer_sam3_tracker_config(state_dict: Mapping[str, torch.Tensor]) -> Sam3Tra
     grid). Without them the release's values are used (heads of width 64, windows of 24, global attention in
     the last block of each quarter, 1008² frames).
     """
-    def get(key: str) -> torch.Tensor:
-        if key not in state_dict:
-            raise CheckpointError(f"not a SAM 3 checkpoint: required key {key!r} is missing")
-        return state_dict[key]
-
-    patch_w = get(VIT_META + "patch_embed.proj.weight")
+    patch_w = _get(state_dict, VIT_META + "patch_embed.proj.weight")
     hidden, patch = int(patch_w.shape[0]), int(patch_w.shape[-1])
-    layers = 1 + max((int(m.group(1)) for k in state_dict if (m := re.match(rf"^{re.escape(VIT_META)}blocks\.(\d+)\.", k))),
-                     default=-1)
+    layers = count_indices(state_dict, rf"^{re.escape(VIT_META)}blocks\.(\d+)\.")
     if layers == 0:
         raise CheckpointError(f"not a SAM 3 checkpoint: no {VIT_META}blocks.* keys")
-    pretrain_grid = math.isqrt(int(get(VIT_META + "pos_embed").shape[1]) - 1)
+    pretrain_grid = math.isqrt(int(_get(state_dict, VIT_META + "pos_embed").shape[1]) - 1)
     rope = _rope_tokens(state_dict)
     if len(rope) == layers:
         head_dim = 2 * rope[0][1]
@@ -250,12 +248,12 @@ def infer_sam3_tracker_config(state_dict: Mapping[str, torch.Tensor]) -> Sam3Tra
             scales.append(2.0)
         else:  # 1x, then 0.5x (max-pooling has no weights)
             scales.append(1.0 if 1.0 not in scales else 0.5)
-    fpn = int(get(f"{NECK_META}0.conv_1x1.weight").shape[0])
+    fpn = int(_get(state_dict, f"{NECK_META}0.conv_1x1.weight").shape[0])
     decoder, prompt = infer_sam2_decoder(_tracker_as_sam2(state_dict))
     backbone = dict(
         model_type="sam3_vit_model", hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=max(1, hidden // head_dim),
-        intermediate_size=int(get(VIT_META + "blocks.0.mlp.fc1.weight").shape[0]), patch_size=patch,
+        intermediate_size=int(_get(state_dict, VIT_META + "blocks.0.mlp.fc1.weight").shape[0]), patch_size=patch,
         image_size=grid * patch, pretrain_image_size=pretrain_grid * patch, window_size=window,
         global_attn_indexes=global_blocks,
     )

@@ -14,13 +14,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 from transformers import SamConfig, SamHQConfig
 
 from ..errors import CheckpointError
 from .configs import SAM2_DECODER_HEADS
-from .keymap import KeyMap, MlpKeyMap, few
+from .keymap import KeyMap, MlpKeyMap, count_indices, few, join_copies, required, split_copies
+
+#: A tensor that shape inference needs; a missing one means the file is not SAM.
+_get = partial(required, family="SAM")
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +108,7 @@ def sam_meta_keys_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     depths = _MLPS.depths(state_dict, "meta")
     for key, value in state_dict.items():
         if key == _PE_META:
-            out[_PE_HF[0]] = value
-            out[_PE_HF[1]] = value.clone()  # two modules in transformers; independent tensors save cleanly
+            out.update(split_copies(value, _PE_HF))
             continue
         new = _MLPS.to_hf(key, depths) or _KEYS.to_hf(key)
         if new is None:
@@ -136,24 +139,10 @@ def sam_hf_to_meta(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
             out[new] = value
     if unknown:
         raise CheckpointError(f"transformers SAM state dict has keys with no Meta counterpart: {few(unknown)}")
-    pe = [state_dict[k] for k in _PE_HF if k in state_dict]
-    if pe:
-        if len(pe) == 2 and not (pe[0].is_meta or pe[1].is_meta) and not torch.equal(pe[0], pe[1]):
-            raise CheckpointError(f"{_PE_HF[0]} and {_PE_HF[1]} differ; a Meta checkpoint holds a single one")
-        out[_PE_META] = pe[0]
+    pe = join_copies(state_dict, _PE_HF)
+    if pe is not None:
+        out[_PE_META] = pe
     return out
-
-
-def _get(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
-    if key not in sd:
-        raise CheckpointError(f"not a SAM checkpoint: required key {key!r} is missing")
-    return sd[key]
-
-
-def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
-    regex = re.compile(pattern)
-    idx = {int(m.group(1)) for k in sd if (m := regex.match(k))}
-    return max(idx) + 1 if idx else 0
 
 
 def infer_sam_config(state_dict: Mapping[str, torch.Tensor]) -> SamConfig | SamHQConfig:
@@ -161,7 +150,7 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor]) -> SamConfig | SamH
     patch = _get(state_dict, "image_encoder.patch_embed.proj.weight")
     hidden, patch_size = int(patch.shape[0]), int(patch.shape[-1])
     grid = int(_get(state_dict, "image_encoder.pos_embed").shape[1])
-    layers = _count(state_dict, r"^image_encoder\.blocks\.(\d+)\.")
+    layers = count_indices(state_dict, r"^image_encoder\.blocks\.(\d+)\.")
     if layers == 0:
         raise CheckpointError("not a SAM checkpoint: no image_encoder.blocks.* keys")
     rel = [_get(state_dict, f"image_encoder.blocks.{i}.attn.rel_pos_h") for i in range(layers)]
@@ -192,11 +181,11 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor]) -> SamConfig | SamH
     decoder = dict(
         hidden_size=width,
         mlp_dim=int(_get(state_dict, dec + "transformer.layers.0.mlp.lin1.weight").shape[0]),
-        num_hidden_layers=_count(state_dict, r"^mask_decoder\.transformer\.layers\.(\d+)\."),
+        num_hidden_layers=count_indices(state_dict, r"^mask_decoder\.transformer\.layers\.(\d+)\."),
         num_attention_heads=heads,
         attention_downsample_rate=max(1, width // cross),
         num_multimask_outputs=int(_get(state_dict, dec + "mask_tokens.weight").shape[0]) - 1,
-        iou_head_depth=_count(state_dict, r"^mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
+        iou_head_depth=count_indices(state_dict, r"^mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
         iou_head_hidden_dim=int(_get(state_dict, dec + "iou_prediction_head.layers.0.weight").shape[0]),
     )
     prompt = dict(
@@ -204,7 +193,7 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor]) -> SamConfig | SamH
         image_size=grid * patch_size,
         patch_size=patch_size,
         mask_input_channels=int(_get(state_dict, "prompt_encoder.mask_downscaling.3.weight").shape[0]),
-        num_point_embeddings=_count(state_dict, r"^prompt_encoder\.point_embeddings\.(\d+)\."),
+        num_point_embeddings=count_indices(state_dict, r"^prompt_encoder\.point_embeddings\.(\d+)\."),
     )
     if is_sam_hq(state_dict):
         decoder["vit_dim"] = int(_get(state_dict, dec + "compress_vit_feat.0.weight").shape[0])
