@@ -8,7 +8,6 @@ entries, in order; an entry with ``std == 0`` is ``mean`` everywhere (no draw), 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -43,12 +42,6 @@ def generate_weights(manifest_path: Path, out_dir: Path) -> tuple[Path, Path]:
     return sam2_path, dinov2_path
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def expected_sha256(parity_dir: Path) -> dict[str, str]:

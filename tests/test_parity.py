@@ -22,7 +22,9 @@ import pytest
 import torch
 
 from conftest import COCO_MINI
-from parity import expected_sha256, generate_weights, sha256
+from parity import expected_sha256, generate_weights
+
+from no_time_to_train.resultstore import file_sha256
 
 PARITY = COCO_MINI.parent / "parity"
 ALL_IMAGES = os.environ.get("NTTT_PARITY_ALL") == "1"
@@ -62,7 +64,7 @@ def test_generated_weights_match_the_manifest(weights):
     if not torch.__version__.startswith("2.13.0"):
         pytest.skip(f"the sha256 values were made with torch 2.13.0 (this is {torch.__version__})")
     expected = expected_sha256(PARITY)
-    assert {p.name: sha256(p) for p in weights} == expected
+    assert {p.name: file_sha256(p) for p in weights} == expected
 
 
 @pytest.fixture(scope="module", params=RUNTIMES)

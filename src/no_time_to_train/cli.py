@@ -19,7 +19,6 @@ Heavy imports (torch, transformers) happen inside the verbs, so ``--help`` is in
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -146,11 +145,9 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    from .resultstore import file_sha256
+
+    return file_sha256(path)[:16]
 
 
 def _segmenter(args, dist, memory=None, need_sam2=True):

@@ -11,6 +11,7 @@ skipped (``{"key": ..., "skipped": reason}``); a rerun retries it. A run holds i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -151,6 +152,15 @@ class ResultStore:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:

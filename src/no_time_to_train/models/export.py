@@ -38,6 +38,7 @@ import torch
 
 from .. import __version__
 from ..errors import InputError
+from ..resultstore import file_sha256
 from ..transforms import resize_for_encoder, squash_for_sam
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,6 @@ def weights_sha256(model: torch.nn.Module) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
     return h.hexdigest()
 
 
