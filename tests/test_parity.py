@@ -82,7 +82,7 @@ def parity_run(request, weights, golden, tmp_path_factory):
     gt["images"] = [im for im in gt["images"] if im["id"] in ids]
     gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in ids]
     (out / "val.json").write_text(json.dumps(gt))
-    models = ["--sam2", str(weights[0]), "--encoder", str(weights[1]), "--device", "cpu", "--quiet",
+    models = ["--sam2", str(weights[0]), "--encoder", str(weights[1]), "--device", os.environ.get("NTTT_PARITY_DEVICE", "cpu"), "--quiet",
               "--runtime", request.param]
 
     seen: list[dict] = []  # one entry per predicted image, in prediction order
