@@ -258,3 +258,24 @@ def test_disk_full_names_the_results_file(tmp_path, monkeypatch):
     assert environment_message(err.value) == (f"no space left on the device holding {store.path}: free some space or "
                                               "use an output on another disk, then rerun the same command "
                                               "(finished items are kept)")
+
+
+def test_single_process_cuda_device_gets_an_index(monkeypatch):
+    """torch >= 2.11 refuses ``set_device("cuda")`` without an index: ``--device cuda`` failed on every GPU."""
+    import torch
+
+    calls = []
+
+    def set_device(dev):
+        if isinstance(dev, torch.device) and dev.index is None:
+            raise ValueError("Expected a torch.device with a specified index")
+        calls.append(dev)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    assert DistContext().device("cuda") == torch.device("cuda", 0)
+    assert DistContext(rank=1, world_size=2, local_rank=1).device("cuda") == torch.device("cuda", 1)
+    assert DistContext().device("cuda:1") == torch.device("cuda", 1)
+    assert calls == [torch.device("cuda", 0), torch.device("cuda", 1), torch.device("cuda", 1)]

@@ -72,8 +72,8 @@ class DistContext:
     def device(self, requested: str | None) -> torch.device:
         """The device for this process: ``cuda:LOCAL_RANK`` under torchrun on GPUs, else ``requested``."""
         dev = resolve_device(requested)
-        if dev.type == "cuda" and dev.index is None and self.world_size > 1:
-            dev = torch.device("cuda", self.local_rank)
+        if dev.type == "cuda" and dev.index is None:  # set_device needs an index (torch >= 2.11 refuses "cuda")
+            dev = torch.device("cuda", self.local_rank if self.world_size > 1 else torch.cuda.current_device())
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         return dev
